@@ -1,0 +1,205 @@
+"""The solver contract: an immutable pytree stepper with metadata.
+
+A solver advances a state of shape ``(C, *spatial)`` (one channel per physical variable,
+spatial axes ordered ``(..., y, x)``) by one output interval ``dt`` through ``advance``,
+made of ``num_substeps`` internal steps. It is a pytree: physical parameters and
+precomputed arrays are leaves (so sweeping a parameter does not recompile), while grid
+sizes, step counts and precision are static.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from solvers.grid import Grid
+
+Array = jax.Array
+
+PRECISIONS = ("float32", "float64")
+
+
+def resolve_precision(precision: str) -> jnp.dtype:
+    """Map a precision name to a dtype, checking that JAX can honour it.
+
+    Raises:
+        ValueError: unknown name, or ``"float64"`` while ``jax_enable_x64`` is off.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "precision='float64' needs 64-bit JAX: call "
+            "jax.config.update('jax_enable_x64', True) before building the solver"
+        )
+    return jnp.dtype(precision)
+
+
+class Solver:
+    """Base class of the classical solvers.
+
+    Subclasses list their pytree leaves in ``_dynamic_fields`` (physical parameters,
+    precomputed arrays) and their static attributes in ``_static_fields`` (grid, step
+    counts, precision); ``__init__`` validates, precomputes and sets both through
+    :meth:`_set`. Instances are immutable.
+
+    Class attributes every subclass defines:
+        name: registry name, e.g. ``"kuramoto_sivashinsky"``.
+        variables: channel names in state order, e.g. ``("h", "u", "v")``.
+        units: CF unit string per variable.
+        long_names: CF long name per variable.
+    """
+
+    name: ClassVar[str]
+    variables: ClassVar[tuple[str, ...]]
+    units: ClassVar[Mapping[str, str]]
+    long_names: ClassVar[Mapping[str, str]]
+    time_units: ClassVar[str] = "1"
+    _dynamic_fields: ClassVar[tuple[str, ...]] = ()
+    _static_fields: ClassVar[tuple[str, ...]] = ()
+
+    # Set by every subclass __init__.
+    grid: Grid
+    num_substeps: int
+    precision: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_with_keys(
+            cls, cls._flatten_with_keys, cls._unflatten, cls._flatten
+        )
+
+    # ---- pytree plumbing -------------------------------------------------------------
+    def _flatten(self):
+        children = tuple(getattr(self, n) for n in self._dynamic_fields)
+        aux = tuple(getattr(self, n) for n in self._static_fields)
+        return children, aux
+
+    def _flatten_with_keys(self):
+        children = tuple(
+            (jax.tree_util.GetAttrKey(n), getattr(self, n)) for n in self._dynamic_fields
+        )
+        aux = tuple(getattr(self, n) for n in self._static_fields)
+        return children, aux
+
+    @classmethod
+    def _unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        for n, v in zip(cls._static_fields, aux, strict=True):
+            object.__setattr__(obj, n, v)
+        for n, v in zip(cls._dynamic_fields, children, strict=True):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    def _set(self, **values: Any) -> None:
+        for n, v in values.items():
+            object.__setattr__(self, n, v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"{type(self).__name__} is immutable; build a new solver with "
+            f"{type(self).__name__}(**{{**solver.config(), {name!r}: ...}})"
+        )
+
+    # ---- metadata --------------------------------------------------------------------
+    @property
+    def dtype(self) -> jnp.dtype:
+        """Real dtype of the state (from ``precision``)."""
+        return jnp.dtype(self.precision)
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """``(C, *spatial)``."""
+        return (len(self.variables), *self.grid.num_points)
+
+    @property
+    def dt(self) -> float:
+        """Output interval (time units), a host float."""
+        return float(self._dt)
+
+    @property
+    def internal_dt(self) -> float:
+        """Internal time step ``dt / num_substeps``."""
+        return self.dt / self.num_substeps
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments as plain Python values (provenance, rebuilding)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- stepping --------------------------------------------------------------------
+    def initial_condition(self, key: Array) -> Array:
+        """A random initial state ``(C, *spatial)`` drawn from the documented distribution."""
+        raise NotImplementedError
+
+    def step(self, state: Array) -> Array:
+        """One internal step of size ``dt / num_substeps``."""
+        raise NotImplementedError
+
+    def advance(self, state: Array) -> Array:
+        """Advance by one output interval ``dt`` (``num_substeps`` internal steps)."""
+        return jax.lax.fori_loop(0, self.num_substeps, lambda _, s: self.step(s), state)
+
+    def __call__(self, state: Array) -> Array:
+        """Steppers are callables ``state -> state`` over ``dt``; same as :meth:`advance`."""
+        return self.advance(state)
+
+    def diagnostics(self, state: Array) -> dict[str, Array]:
+        """Scalar invariants of a state (mass, energy, ...) keyed by name."""
+        raise NotImplementedError
+
+    # ---- helpers for subclasses ------------------------------------------------------
+    def _check_state(self, state: Array) -> None:
+        if tuple(state.shape) != self.state_shape:
+            raise ValueError(
+                f"{type(self).__name__}: state has shape {tuple(state.shape)}, expected "
+                f"{self.state_shape} = (channels {self.variables}, *grid {self.grid.axes})"
+            )
+
+
+def check_positive(owner: str, **values: float) -> None:
+    """Raise ``ValueError`` naming the first argument that is not a finite positive number."""
+    for k, v in values.items():
+        if not (
+            isinstance(v, int | float | np.floating | np.integer) and math.isfinite(v) and v > 0
+        ):
+            raise ValueError(f"{owner}: {k} must be a finite number > 0, got {v!r}")
+
+
+def check_nonnegative(owner: str, **values: float) -> None:
+    """Raise ``ValueError`` naming the first argument that is not a finite number >= 0."""
+    for k, v in values.items():
+        if not (
+            isinstance(v, int | float | np.floating | np.integer) and math.isfinite(v) and v >= 0
+        ):
+            raise ValueError(f"{owner}: {k} must be a finite number >= 0, got {v!r}")
+
+
+def check_substeps(owner: str, num_substeps: int) -> int:
+    if not isinstance(num_substeps, int | np.integer) or num_substeps < 1:
+        raise ValueError(f"{owner}: num_substeps must be an int >= 1, got {num_substeps!r}")
+    return int(num_substeps)
+
+
+def check_stability(
+    owner: str, *, internal_dt: float, limit: float, dt: float, num_substeps: int, reason: str
+) -> None:
+    """Fail early when the internal step exceeds a stability limit.
+
+    The message names the limit, the reason and the smallest ``num_substeps`` that works.
+    """
+    if internal_dt > limit:
+        needed = math.ceil(dt / limit)
+        raise ValueError(
+            f"{owner}: internal step dt/num_substeps = {dt}/{num_substeps} = {internal_dt:.4g} "
+            f"exceeds the stability limit {limit:.4g} ({reason}); use num_substeps >= {needed} "
+            "or a smaller dt"
+        )

@@ -1,0 +1,85 @@
+"""Uniform periodic grids and their coordinates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A uniform, periodic, cell-vertex grid.
+
+    Point ``j`` along an axis of length ``L`` with ``N`` points sits at ``j * L / N``.
+
+    Args:
+        num_points: points per axis, ordered ``(..., y, x)`` like the state's spatial axes.
+        domain_length: length of each axis, in ``length_units``.
+        axes: axis names, e.g. ``("x",)`` or ``("y", "x")``; Lorenz-96 uses ``("site",)``.
+        length_units: CF unit string of the coordinates (``"1"`` when nondimensional).
+        long_names: CF ``long_name`` of each axis coordinate.
+    """
+
+    num_points: tuple[int, ...]
+    domain_length: tuple[float, ...]
+    axes: tuple[str, ...]
+    length_units: str = "1"
+    long_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n, length, axes = self.num_points, self.domain_length, self.axes
+        if not (len(n) == len(length) == len(axes)):
+            raise ValueError(
+                f"Grid: num_points {n}, domain_length {length} and axes {axes} must have the "
+                "same length (one entry per spatial axis)"
+            )
+        for name, value in zip(axes, n, strict=True):
+            if int(value) != value or value < 2:
+                raise ValueError(
+                    f"Grid: num_points for axis {name!r} must be an int >= 2, got {value}"
+                )
+        for name, value in zip(axes, length, strict=True):
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"Grid: domain_length for axis {name!r} must be > 0, got {value}")
+        object.__setattr__(self, "num_points", tuple(int(v) for v in n))
+        object.__setattr__(self, "domain_length", tuple(float(v) for v in length))
+        object.__setattr__(self, "axes", tuple(str(a) for a in axes))
+        if self.long_names is None:
+            object.__setattr__(self, "long_names", tuple(f"{a} coordinate" for a in self.axes))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.num_points)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Grid spacing ``dx`` per axis, in ``length_units``."""
+        return tuple(
+            length / n for length, n in zip(self.domain_length, self.num_points, strict=True)
+        )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.num_points
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Coordinate values per axis name (float64 numpy arrays)."""
+        return {
+            axis: np.arange(n, dtype=np.float64) * (length / n)
+            for axis, n, length in zip(self.axes, self.num_points, self.domain_length, strict=True)
+        }
+
+    def meshgrid(self) -> tuple[np.ndarray, ...]:
+        """Coordinate arrays broadcast to the grid shape, in axis order (``ij`` indexing)."""
+        return tuple(np.meshgrid(*self.coords().values(), indexing="ij"))
+
+    def to_dict(self) -> dict:
+        """Plain description for metadata (JSON-serialisable)."""
+        return {
+            "num_points": list(self.num_points),
+            "domain_length": list(self.domain_length),
+            "axes": list(self.axes),
+            "length_units": self.length_units,
+            "long_names": list(self.long_names),
+        }
