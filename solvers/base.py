@@ -106,6 +106,9 @@ class Solver:
             f"{type(self).__name__}(**{{**solver.config(), {name!r}: ...}})"
         )
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; cannot delete {name!r}")
+
     # ---- metadata --------------------------------------------------------------------
     @property
     def dtype(self) -> jnp.dtype:
@@ -119,7 +122,9 @@ class Solver:
 
     @property
     def dt(self) -> float:
-        """Output interval (time units), a host float."""
+        """Output interval (time units): a host float, or the traced value inside ``jit``."""
+        if isinstance(self._dt, jax.core.Tracer):
+            return self._dt
         return float(self._dt)
 
     @property

@@ -61,8 +61,10 @@ def derivative_wavenumbers(
 def dealiasing_mask(num_points: Sequence[int], fraction: float = 2.0 / 3.0) -> np.ndarray:
     """Boolean mask of the modes kept by the 2/3 rule on an ``rfftn`` grid.
 
-    A mode is kept when, on every axis, ``|index| <= fraction * n / 2``; with the default
-    fraction a quadratic product of kept modes aliases only onto removed modes.
+    A mode is kept when, on every axis, ``|index| < fraction * n / 2`` (strictly); with
+    the default fraction that is ``|index| < n / 3``, the largest band in which a quadratic
+    product of kept modes aliases only onto removed modes (when 3 divides ``n``, keeping
+    ``|index| = n / 3`` too would let ``n/3 + n/3`` alias onto ``-n/3``).
     """
     ndim = len(num_points)
     mask = np.ones((), dtype=bool)
@@ -70,7 +72,10 @@ def dealiasing_mask(num_points: Sequence[int], fraction: float = 2.0 / 3.0) -> n
         idx = np.fft.rfftfreq(n, 1.0 / n) if i == ndim - 1 else np.fft.fftfreq(n, 1.0 / n)
         shape = [1] * ndim
         shape[i] = idx.size
-        mask = mask & (np.abs(idx) <= fraction * n / 2).reshape(shape)
+        # The relative shrink keeps a cut-off that lands on an integer (2/3 * 48 / 2 = 16)
+        # strict whichever way the product rounds.
+        cutoff = fraction * n / 2 * (1 - 1e-12)
+        mask = mask & (np.abs(idx) < cutoff).reshape(shape)
     return mask
 
 
