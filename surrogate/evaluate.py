@@ -1,0 +1,847 @@
+"""Weather-style evaluation of a stepper (a trained forecaster, or any solver) against truth.
+
+``evaluate`` rolls a stepper out from the initial states of reference trajectories and
+scores it, WeatherBench 2 style, in one table beside the baselines a forecaster has to
+beat: persistence (the initial state held) and the classical solver itself on a coarser
+grid (a "same cost budget" competitor whose measured wall time is recorded beside the
+surrogate's). The result is an :class:`xarray.Dataset`:
+
+==================  ===========================================  ==========================
+variable            dims                                         meaning
+==================  ===========================================  ==========================
+rmse                (model, variable, lead_time)                 ``sqrt(mean_n mean_x e^2)``
+nrmse               (model, variable, lead_time)                 rmse / climatological std
+acc                 (model, variable, lead_time)                 anomaly correlation
+valid_time          (model, variable)                            lead where acc < threshold
+spectrum            (model, variable, lead_time_sel, wavenumber) mean power spectrum
+wall_time           (model)                                      rollout seconds, no compile
+invariant_drift     (model, invariant, lead_time)                ``mean_n |s(t)-s(0)| / S``
+invariant_error     (model, invariant, lead_time)                ``mean_n |s - s_true| / S``
+blowup_time         (model)                                      first blow-up, long rollout
+blowup_fraction     (model)                                      share of runs that blew up
+==================  ===========================================  ==========================
+
+The model ``"truth"`` is a row of every table (its rmse is 0, its acc 1), so the truth's
+spectrum and the truth's own invariant drift sit beside the models'. Invariant rows need
+``solver`` (its ``diagnostics``); blow-up rows need ``long_rollout_steps``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from surrogate import metrics
+
+Array = jax.Array
+Stepper = Callable[[Array], Array]
+
+BASELINES = ("persistence", "coarse_solver")
+ACC_DEFINITION = (
+    "uncentred anomaly correlation (WeatherBench 2): sum_x f'o' / sqrt(sum_x f'^2 sum_x o'^2) "
+    "with anomalies against the climatology, per state, averaged over trajectories"
+)
+
+
+# ---- rollouts --------------------------------------------------------------------------
+@partial(jax.jit, static_argnames=("num_frames", "steps_per_frame"))
+def rollout_batch(
+    stepper: Stepper, initial_states: Array, num_frames: int, steps_per_frame: int = 1
+) -> Array:
+    """Trajectories of a stepper from a batch of initial states (one jitted, vmapped scan).
+
+    Args:
+        stepper: pytree callable ``state -> state`` over its ``dt`` (solver, forecaster).
+        initial_states: ``(B, C, *spatial)``.
+        num_frames: frames per trajectory, the initial state included (>= 1).
+        steps_per_frame: stepper applications between stored frames (>= 1).
+
+    Returns:
+        ``(B, num_frames, C, *spatial)`` with frame ``i`` at time ``i * steps_per_frame * dt``.
+    """
+
+    def advance(s):
+        if steps_per_frame == 1:
+            return stepper(s)
+        return jax.lax.fori_loop(0, steps_per_frame, lambda _, z: stepper(z), s)
+
+    def one(x0):
+        def body(s, _):
+            s = advance(s)
+            return s, s
+
+        _, frames = jax.lax.scan(body, x0, None, length=num_frames - 1)
+        return jnp.concatenate([x0[None], frames], axis=0)
+
+    return jax.vmap(one)(initial_states)
+
+
+@partial(jax.jit, static_argnames=("num_steps", "spatial_ndim"))
+def first_blowup_step(
+    stepper: Stepper,
+    initial_states: Array,
+    reference_amplitude: Array,
+    threshold: float,
+    num_steps: int,
+    spatial_ndim: int,
+) -> Array:
+    """First step at which a long rollout blows up, without storing the trajectory.
+
+    The criterion is :func:`surrogate.metrics.exceeds_amplitude` (non-finite, or some
+    channel's ``max |u|`` above ``threshold * reference_amplitude``), checked after every
+    step inside the scan: a failure is a value carried out, not an exception.
+
+    Args:
+        stepper: pytree callable ``state -> state``.
+        initial_states: ``(B, C, *spatial)``.
+        reference_amplitude: ``(C,)`` amplitude per channel (variable units).
+        threshold: amplitude factor (traced, so changing it does not recompile).
+        num_steps: stepper applications.
+        spatial_ndim: number of spatial axes.
+
+    Returns:
+        ``(B,)`` int: step index ``i >= 1`` (time ``i * dt``) of the first bad state, -1
+        if none.
+    """
+
+    def one(x0):
+        def body(carry, i):
+            s, first = carry
+            s = stepper(s)
+            bad = metrics.exceeds_amplitude(
+                s, reference_amplitude, threshold, spatial_ndim=spatial_ndim
+            )
+            return (s, jnp.where((first < 0) & bad, i + 1, first)), None
+
+        init = (x0, jnp.asarray(-1, jnp.int32))
+        (_, first), _ = jax.lax.scan(body, init, jnp.arange(num_steps, dtype=jnp.int32))
+        return first
+
+    return jax.vmap(one)(initial_states)
+
+
+@partial(jax.jit, static_argnames=("grid", "spectrum_indices", "centered"))
+def _score_batch(forecast, truth, climatology, weights, *, grid, spectrum_indices, centered):
+    """Weighted sums over the batch of per-state skill (padding rows have weight 0).
+
+    Returns ``(mse_sum (T, C), acc_sum (T, C), spectrum_sum (L, C, K))``.
+    """
+    nd = grid.ndim
+    w = weights.reshape((-1,) + (1,) * 2)
+
+    def wsum(x):  # weight-0 rows must not spread their (possibly NaN) values
+        return jnp.sum(jnp.where(w > 0, w * x, 0), axis=0)
+
+    mse = metrics.mean_squared_error(forecast, truth, spatial_ndim=nd)
+    acc = metrics.anomaly_correlation(
+        forecast, truth, climatology, spatial_ndim=nd, centered=centered
+    )
+    _, spec = metrics.power_spectrum(forecast[:, jnp.asarray(spectrum_indices)], grid)
+    w_spec = weights.reshape((-1,) + (1,) * 3)
+    spec_sum = jnp.sum(jnp.where(w_spec > 0, w_spec * spec, 0), axis=0)
+    return wsum(mse), wsum(acc), spec_sum
+
+
+@jax.jit
+def _diagnostics_batch(solver, frames):
+    """``solver.diagnostics`` over ``(B, T, C, *spatial)`` -> dict of ``(B, T)``."""
+    return jax.vmap(jax.vmap(solver.diagnostics))(frames)
+
+
+@partial(jax.jit, static_argnames=("num_points",))
+def _resample_jit(field, num_points):
+    return metrics.resample(field, num_points)
+
+
+# ---- inputs ----------------------------------------------------------------------------
+def truth_from_dataset(ds: xr.Dataset, variables: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack a dataset-convention :class:`xarray.Dataset` into a truth array.
+
+    The dataset holds one data variable per physical variable with dims
+    ``(trajectory, time, [y,] x)`` and a ``time`` coordinate.
+
+    Args:
+        ds: the dataset (loaded or lazy; it is read into memory).
+        variables: physical variables in state (channel) order.
+
+    Returns:
+        ``(truth, lead_times)``: ``(N, T, C, *spatial)`` numpy array and ``(T,)`` lead
+        times ``time - time[0]`` (the dataset's time units).
+
+    Raises:
+        KeyError: a variable is missing (the message lists those present).
+        ValueError: a variable lacks the ``trajectory``/``time`` dims, or the variables'
+            shapes differ.
+    """
+    missing = [v for v in variables if v not in ds.data_vars]
+    if missing:
+        raise KeyError(
+            f"truth_from_dataset: variables {missing} not in the dataset; it has "
+            f"{sorted(map(str, ds.data_vars))}"
+        )
+    arrays = []
+    for v in variables:
+        da = ds[v]
+        if "trajectory" not in da.dims or "time" not in da.dims:
+            raise ValueError(
+                f"truth_from_dataset: variable {v!r} has dims {da.dims}; expected "
+                "(trajectory, time, [y,] x)"
+            )
+        arrays.append(np.asarray(da.transpose("trajectory", "time", ...).values))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"truth_from_dataset: variables have different shapes {shapes}")
+    if "time" in ds.coords:
+        t = np.asarray(ds["time"].values, dtype=np.float64)
+        lead_times = t - t[0]
+    else:
+        dt = float(ds.attrs["dt"]) if "dt" in ds.attrs else math.nan
+        lead_times = np.arange(arrays[0].shape[1], dtype=np.float64) * dt
+    return np.stack(arrays, axis=2), lead_times
+
+
+def coarse_solver_for(solver: Any, coarsen_factor: int) -> Any:
+    """The same solver on a grid ``coarsen_factor`` times coarser on every axis.
+
+    Built as ``type(solver)(**{**solver.config(), "num_points": coarse})``; ``num_points``
+    may be an int (1D, or square 2D) or a tuple ``(ny, nx)``.
+
+    Raises:
+        ValueError: ``coarsen_factor`` not an int >= 1, a grid size it does not divide, or a
+            coarse configuration the solver rejects (its message is included).
+    """
+    if not isinstance(coarsen_factor, int | np.integer) or coarsen_factor < 1:
+        raise ValueError(f"coarsen_factor must be an int >= 1, got {coarsen_factor!r}")
+    cfg = solver.config()
+    if "num_points" not in cfg:
+        raise ValueError(
+            f"coarse_solver: {type(solver).__name__}.config() has no 'num_points' to coarsen"
+        )
+    n = cfg["num_points"]
+    sizes = tuple(int(v) for v in n) if isinstance(n, tuple | list) else (int(n),)
+    bad = [s for s in sizes if s % coarsen_factor]
+    if bad:
+        raise ValueError(
+            f"coarsen_factor={coarsen_factor} does not divide the solver's num_points {n}"
+        )
+    coarse_sizes = tuple(s // coarsen_factor for s in sizes)
+    coarse = coarse_sizes if isinstance(n, tuple | list) else coarse_sizes[0]
+    try:
+        return type(solver)(**{**cfg, "num_points": coarse})
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"could not build the coarse_solver baseline with num_points={coarse} "
+            f"(coarsen_factor={coarsen_factor}): {err}. Pass coarse_solver=... built by hand, "
+            "or leave 'coarse_solver' out of baselines"
+        ) from err
+
+
+def describe_stepper(stepper: Any, max_chars: int = 2000) -> str:
+    """A short text description of a stepper for the result's attributes."""
+    config = getattr(stepper, "config", None)
+    if callable(config):
+        try:
+            text = f"{type(stepper).__name__}({config()})"
+        except Exception:  # noqa: BLE001 - a description must never break an evaluation
+            text = ""
+    elif type(stepper).__repr__ is not object.__repr__:
+        text = repr(stepper)
+    else:
+        text = ""
+    if not text:
+        grid = getattr(stepper, "grid", None)
+        shape = getattr(grid, "num_points", None)
+        text = (
+            f"{type(stepper).__name__}(dt={getattr(stepper, 'dt', None)}, "
+            f"variables={getattr(stepper, 'variables', None)}, num_points={shape})"
+        )
+    return text[:max_chars]
+
+
+def _check_stepper(owner: str, name: str, stepper: Any, variables, grid, dt) -> None:
+    for attr in ("dt", "variables", "grid"):
+        if not hasattr(stepper, attr):
+            raise TypeError(f"{owner}: {name} has no .{attr}; steppers expose dt, variables, grid")
+    if tuple(stepper.variables) != tuple(variables):
+        raise ValueError(
+            f"{owner}: {name} has variables {tuple(stepper.variables)}, expected {variables}"
+        )
+    if grid is not None and (
+        tuple(stepper.grid.num_points) != tuple(grid.num_points)
+        or not np.allclose(stepper.grid.domain_length, grid.domain_length, rtol=1e-9, atol=0)
+    ):
+        raise ValueError(
+            f"{owner}: {name} has grid num_points {stepper.grid.num_points}, domain_length "
+            f"{stepper.grid.domain_length}; expected {grid.num_points}, {grid.domain_length}"
+        )
+    if not math.isclose(float(stepper.dt), float(dt), rel_tol=1e-9, abs_tol=0.0):
+        raise ValueError(f"{owner}: {name} has dt={stepper.dt}, expected dt={dt}")
+
+
+def _batches(num: int, batch_size: int):
+    for start in range(0, num, batch_size):
+        yield start, min(start + batch_size, num)
+
+
+def _padded(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad the leading axis to ``batch_size`` by repeating row 0; weights mark real rows."""
+    n = x.shape[0]
+    weights = np.zeros(batch_size)
+    weights[:n] = 1.0
+    if n == batch_size:
+        return x, weights
+    pad = np.repeat(x[:1], batch_size - n, axis=0)
+    return np.concatenate([x, pad], axis=0), weights
+
+
+def _timed(compiled, *args) -> tuple[Array, float]:
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, time.perf_counter() - t0
+
+
+# ---- the evaluation --------------------------------------------------------------------
+def evaluate(
+    stepper: Stepper,
+    truth: np.ndarray | Array | xr.Dataset,
+    *,
+    statistics: Any = None,
+    lead_times: Sequence[float] | np.ndarray | None = None,
+    baselines: Sequence[str] = BASELINES,
+    solver: Any = None,
+    coarsen_factor: int = 2,
+    coarse_solver: Any = None,
+    long_rollout_steps: int | None = None,
+    batch_size: int = 16,
+    model_name: str = "surrogate",
+    spectrum_lead_indices: Sequence[int] | None = None,
+    acc_threshold: float = 0.6,
+    blowup_threshold: float = 10.0,
+    centered_acc: bool = False,
+) -> xr.Dataset:
+    """Score a stepper against reference trajectories, with baselines, as an xarray table.
+
+    The forecast of every model starts from ``truth[:, 0]`` and is a jitted, vmapped
+    ``lax.scan`` rollout over the ``T - 1`` following frames, in batches of
+    ``batch_size`` trajectories (the last batch padded, so each model compiles once).
+    Wall times cover the rollouts only (compiled ahead of time; resampling excluded).
+
+    Metrics (see :mod:`surrogate.metrics`): RMSE and normalised RMSE (by the
+    climatological std of each variable), uncentred ACC against the climatology (or
+    centred with ``centered_acc``), the lead time at which ACC drops below
+    ``acc_threshold``, mean power spectra at a few lead times, and with a ``solver`` the
+    drift of its diagnostics along the forecast and their error against the truth's. With
+    ``long_rollout_steps`` each stepper model runs that many steps from the same initial
+    states and the first blow-up (non-finite, or ``max |u_c|`` above ``blowup_threshold``
+    times the truth's largest ``|u_c|``) is recorded.
+
+    Args:
+        stepper: pytree callable ``state -> state`` on ``(C, *spatial)`` with ``.dt``,
+            ``.variables``, ``.grid`` (a forecaster or a solver).
+        truth: ``(N, T, C, *spatial)`` reference trajectories, ``truth[:, 0]`` the initial
+            states, frames ``lead_times`` apart; or a dataset-convention
+            :class:`xarray.Dataset` (see :func:`truth_from_dataset`).
+        statistics: object with numpy fields ``climatology (C, *spatial)``,
+            ``state_std (C,)`` and optionally ``variables`` (normalisation statistics of the
+            training split); ``None`` computes both from ``truth`` (in-sample).
+        lead_times: ``(T,)`` time of each truth frame after the initial one (time units),
+            starting at 0 and evenly spaced by a whole multiple ``k >= 1`` of
+            ``stepper.dt`` (the stepper then runs ``k`` steps per frame). Default
+            ``arange(T) * stepper.dt``, or the dataset's time coordinate.
+        baselines: any of ``"persistence"``, ``"coarse_solver"``. The coarse solver needs
+            ``solver`` or ``coarse_solver``; without either it is skipped (see the
+            ``skipped_baselines`` attribute).
+        solver: the classical solver of the truth (same grid, variables, dt); enables
+            the coarse baseline and the invariant rows.
+        coarsen_factor: grid coarsening of the coarse baseline (int >= 1, dividing every
+            grid size).
+        coarse_solver: a hand-built coarse baseline (overrides ``coarsen_factor``).
+        long_rollout_steps: stepper steps of the stability rollout; ``None`` skips it.
+        batch_size: trajectories per compiled rollout (>= 1).
+        model_name: row name of ``stepper`` in the ``model`` coordinate.
+        spectrum_lead_indices: truth frame indices at which spectra are stored; default
+            three frames spread over ``1 .. T-1``.
+        acc_threshold: ACC level defining ``valid_time`` (0.6 by custom).
+        blowup_threshold: amplitude factor of the blow-up criterion (> 0).
+        centered_acc: use the centred ACC instead of the uncentred one.
+
+    Returns:
+        The :class:`xarray.Dataset` described in the module docstring, with attributes
+        describing every model, the climatology source and the metric definitions.
+
+    Raises:
+        ValueError: shapes, variables, grid or dt of ``truth``, ``stepper``, ``solver`` or
+            ``statistics`` that disagree; unknown baselines; invalid numeric options.
+    """
+    owner = "evaluate"
+    variables = tuple(stepper.variables)
+    grid = stepper.grid
+    nd = grid.ndim
+    dt = float(stepper.dt)
+    if isinstance(truth, xr.Dataset):
+        truth_np, ds_leads = truth_from_dataset(truth, variables)
+        if lead_times is None and np.all(np.isfinite(ds_leads)):
+            lead_times = ds_leads
+    else:
+        truth_np = np.asarray(truth)
+    expected = (len(variables), *grid.num_points)
+    if truth_np.ndim != 2 + 1 + nd or tuple(truth_np.shape[2:]) != expected:
+        raise ValueError(
+            f"{owner}: truth must be (N, T, C, *spatial) = (N, T, {', '.join(map(str, expected))})"
+            f" for variables {variables} on grid {grid.num_points}; got {truth_np.shape}"
+        )
+    num_traj, num_frames = truth_np.shape[:2]
+    if num_traj < 1 or num_frames < 2:
+        raise ValueError(
+            f"{owner}: truth needs N >= 1 trajectories and T >= 2 frames, got {truth_np.shape}"
+        )
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"{owner}: batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = int(min(batch_size, num_traj))
+    if not math.isfinite(acc_threshold):
+        raise ValueError(f"{owner}: acc_threshold must be a finite number, got {acc_threshold!r}")
+    if not blowup_threshold > 0:
+        raise ValueError(f"{owner}: blowup_threshold must be > 0, got {blowup_threshold!r}")
+    if long_rollout_steps is not None and (
+        not isinstance(long_rollout_steps, int | np.integer) or long_rollout_steps < 1
+    ):
+        raise ValueError(
+            f"{owner}: long_rollout_steps must be None or an int >= 1, got {long_rollout_steps!r}"
+        )
+
+    lead, steps_per_frame = _check_lead_times(owner, lead_times, num_frames, dt)
+    spec_idx = _spectrum_indices(owner, spectrum_lead_indices, num_frames)
+
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"{owner}: unknown baselines {unknown}; choose from {BASELINES}")
+    if model_name in ("truth", *BASELINES):
+        raise ValueError(f"{owner}: model_name {model_name!r} is reserved; pick another")
+    if solver is not None:
+        _check_stepper(owner, "solver", solver, variables, grid, dt)
+    skipped = []
+    if "coarse_solver" in baselines and coarse_solver is None:
+        if solver is None:
+            skipped.append("coarse_solver (no solver given)")
+        else:
+            coarse_solver = coarse_solver_for(solver, coarsen_factor)
+    if coarse_solver is not None:
+        _check_stepper(owner, "coarse_solver", coarse_solver, variables, None, dt)
+        if coarse_solver.grid.ndim != nd:
+            raise ValueError(f"{owner}: coarse_solver is {coarse_solver.grid.ndim}D, not {nd}D")
+    use_coarse = "coarse_solver" in baselines and coarse_solver is not None
+
+    climatology, state_std, clim_source = _climatology(owner, statistics, truth_np, variables)
+
+    # Models: name -> (kind, stepper on its own grid).
+    models: dict[str, tuple[str, Any]] = {"truth": ("truth", None), model_name: ("step", stepper)}
+    if "persistence" in baselines:
+        models["persistence"] = ("persistence", None)
+    if use_coarse:
+        models["coarse_solver"] = ("coarse", coarse_solver)
+    names = list(models)
+
+    # Accumulators (float64 on the host).
+    wavenumbers = metrics.spectrum_wavenumbers(grid)
+    shape_tc = (num_frames, len(variables))
+    mse_sum = {m: np.zeros(shape_tc) for m in names}
+    acc_sum = {m: np.zeros(shape_tc) for m in names}
+    spec_sum = {m: np.zeros((len(spec_idx), len(variables), wavenumbers.size)) for m in names}
+    diag_series: dict[str, list[dict[str, np.ndarray]]] = {m: [] for m in names}
+    wall = {m: 0.0 for m in names}
+    wall["truth"] = math.nan
+
+    dtype = jnp.asarray(truth_np[:1, 0]).dtype
+    clim = jnp.asarray(climatology, dtype)
+    compiled: dict[str, Any] = {}
+    for start, stop in _batches(num_traj, batch_size):
+        truth_b, weights = _padded(truth_np[start:stop], batch_size)
+        truth_j = jnp.asarray(truth_b, dtype)
+        x0 = truth_j[:, 0]
+        w = jnp.asarray(weights, dtype)
+        for m, (kind, model) in models.items():
+            if kind == "truth":
+                fc = truth_j
+            elif kind == "persistence":
+                fc = jnp.broadcast_to(x0[:, None], truth_j.shape)
+            else:
+                init = x0 if kind == "step" else _resample_jit(x0, model.grid.num_points)
+                if m not in compiled:
+                    compiled[m] = rollout_batch.lower(
+                        model, init, num_frames=num_frames, steps_per_frame=steps_per_frame
+                    ).compile()
+                fc, seconds = _timed(compiled[m], model, init)
+                wall[m] += seconds
+                if kind == "coarse":
+                    fc = _resample_jit(fc, grid.num_points)
+            mse, acc, spec = _score_batch(
+                fc, truth_j, clim, w, grid=grid, spectrum_indices=spec_idx, centered=centered_acc
+            )
+            mse_sum[m] += np.asarray(mse, np.float64)
+            acc_sum[m] += np.asarray(acc, np.float64)
+            spec_sum[m] += np.asarray(spec, np.float64)
+            if solver is not None:
+                diags = _diagnostics_batch(solver, fc)
+                n_real = stop - start
+                diag_series[m].append(
+                    {k: np.asarray(v, np.float64)[:n_real] for k, v in diags.items()}
+                )
+
+    rmse = np.stack([np.sqrt(mse_sum[m] / num_traj) for m in names])  # (M, T, C)
+    acc = np.stack([acc_sum[m] / num_traj for m in names])
+    spectrum = np.stack([spec_sum[m] / num_traj for m in names])  # (M, L, C, K)
+    valid = np.asarray(
+        metrics.valid_time(
+            jnp.asarray(np.moveaxis(acc, 1, 2)), jnp.asarray(lead), threshold=acc_threshold
+        ),
+        np.float64,
+    )  # (M, C)
+
+    time_units = getattr(stepper, "time_units", getattr(solver, "time_units", "1"))
+    units = getattr(stepper, "units", None) or getattr(solver, "units", None) or {}
+    long_names = getattr(stepper, "long_names", None) or getattr(solver, "long_names", None) or {}
+    length_units = getattr(grid, "length_units", "1")
+    k_units = "1" if length_units == "1" else f"{length_units}-1"
+    var_units = [str(units.get(v, "1")) for v in variables]
+
+    coords = {
+        "model": np.array(names, dtype=object),
+        "variable": np.array(variables, dtype=object),
+        "lead_time": ("lead_time", lead, {"units": time_units, "long_name": "forecast lead time"}),
+        "lead_time_sel": (
+            "lead_time_sel",
+            lead[list(spec_idx)],
+            {"units": time_units, "long_name": "lead times at which spectra are stored"},
+        ),
+        "wavenumber": (
+            "wavenumber",
+            wavenumbers,
+            {"units": k_units, "long_name": "angular wavenumber (shell centre)"},
+        ),
+        "variable_units": ("variable", np.array(var_units, dtype=object)),
+        "variable_long_name": (
+            "variable",
+            np.array([str(long_names.get(v, v)) for v in variables], dtype=object),
+        ),
+    }
+    per_var = "units of each variable (see variable_units)"
+    data_vars: dict[str, Any] = {
+        "rmse": (
+            ("model", "variable", "lead_time"),
+            np.moveaxis(rmse, 1, 2),
+            {"units": per_var, "long_name": "root-mean-square error"},
+        ),
+        "nrmse": (
+            ("model", "variable", "lead_time"),
+            np.moveaxis(rmse, 1, 2) / state_std[None, :, None],
+            {"units": "1", "long_name": "RMSE / climatological standard deviation"},
+        ),
+        "acc": (
+            ("model", "variable", "lead_time"),
+            np.moveaxis(acc, 1, 2),
+            {"units": "1", "long_name": "anomaly correlation coefficient"},
+        ),
+        "valid_time": (
+            ("model", "variable"),
+            valid,
+            {
+                "units": time_units,
+                "long_name": f"lead time at which ACC drops below {acc_threshold} (inf: never)",
+            },
+        ),
+        "spectrum": (
+            ("model", "variable", "lead_time_sel", "wavenumber"),
+            np.moveaxis(spectrum, 1, 2),
+            {
+                "units": f"({per_var})^2",
+                "long_name": "power per wavenumber shell, sum over shells = mean square",
+            },
+        ),
+        "wall_time": (
+            ("model",),
+            np.array([wall[m] for m in names]),
+            {"units": "s", "long_name": "rollout wall time, compilation excluded"},
+        ),
+        "climatological_std": (
+            ("variable",),
+            state_std,
+            {"units": per_var, "long_name": "climatological standard deviation"},
+        ),
+    }
+
+    if solver is not None:
+        data_vars.update(_invariant_tables(diag_series, names))
+    if long_rollout_steps is not None:
+        data_vars.update(
+            _blowup_tables(
+                models,
+                truth_np,
+                dtype,
+                batch_size,
+                int(long_rollout_steps),
+                float(blowup_threshold),
+                dt,
+                nd,
+                time_units,
+            )
+        )
+
+    attrs = {
+        "title": "surrogate evaluation",
+        "stepper_model": model_name,
+        "dt": dt,
+        "steps_per_frame": steps_per_frame,
+        "num_trajectories": num_traj,
+        "batch_size": batch_size,
+        "climatology_source": clim_source,
+        "acc_definition": ACC_DEFINITION.replace("uncentred", "centred")
+        if centered_acc
+        else ACC_DEFINITION,
+        "acc_threshold": float(acc_threshold),
+        "rmse_definition": "sqrt of the spatial mean squared error averaged over trajectories",
+        "blowup_threshold": float(blowup_threshold),
+        "skipped_baselines": ", ".join(skipped),
+        "grid_num_points": list(grid.num_points),
+        "grid_domain_length": list(grid.domain_length),
+        "grid_axes": ", ".join(grid.axes),
+        "time_units": time_units,
+    }
+    for m, (_, model) in models.items():
+        if model is not None:
+            attrs[f"description_{m}"] = describe_stepper(model)
+    if use_coarse:
+        attrs["coarse_num_points"] = list(coarse_solver.grid.num_points)
+    if solver is not None:
+        attrs["description_solver"] = describe_stepper(solver)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _check_lead_times(owner, lead_times, num_frames, dt) -> tuple[np.ndarray, int]:
+    if lead_times is None:
+        return np.arange(num_frames, dtype=np.float64) * dt, 1
+    lead = np.asarray(lead_times, dtype=np.float64)
+    if lead.shape != (num_frames,):
+        raise ValueError(
+            f"{owner}: lead_times must have shape (T,) = ({num_frames},), got {lead.shape}"
+        )
+    spacing = np.diff(lead)
+    k = spacing[0] / dt
+    steps = round(k)
+    uniform = np.allclose(spacing, spacing[0], rtol=1e-6, atol=0.0)
+    if abs(lead[0]) > 1e-9 * abs(spacing[0]) or not uniform or steps < 1 or abs(k - steps) > 1e-6:
+        raise ValueError(
+            f"{owner}: lead_times must start at 0 and be evenly spaced by a whole multiple of "
+            f"the stepper's dt={dt}; got {lead[:4]}..."
+        )
+    return lead, int(steps)
+
+
+def _spectrum_indices(owner, indices, num_frames) -> tuple[int, ...]:
+    if indices is None:
+        return tuple(int(i) for i in np.unique(np.rint(np.linspace(1, num_frames - 1, 3))))
+    out = tuple(int(i) for i in indices)
+    if not out or any(not 0 <= i < num_frames for i in out):
+        raise ValueError(
+            f"{owner}: spectrum_lead_indices must be frame indices in [0, {num_frames}), got "
+            f"{indices!r}"
+        )
+    return out
+
+
+def _climatology(owner, statistics, truth_np, variables):
+    """Climatology ``(C, *spatial)`` and std ``(C,)`` from statistics or from the truth."""
+    spatial = truth_np.shape[3:]
+    if statistics is None:
+        t = truth_np.astype(np.float64)
+        clim = t.mean(axis=(0, 1))
+        std = t.std(axis=(0, 1, *range(3, t.ndim)))
+        source = "truth (in-sample: computed from the evaluated trajectories)"
+    else:
+        for field in ("climatology", "state_std"):
+            if getattr(statistics, field, None) is None:
+                raise ValueError(f"{owner}: statistics has no {field!r}")
+        stat_vars = getattr(statistics, "variables", None)
+        if stat_vars is not None and tuple(stat_vars) != tuple(variables):
+            raise ValueError(
+                f"{owner}: statistics are for variables {tuple(stat_vars)}, expected {variables}"
+            )
+        clim = np.asarray(statistics.climatology, np.float64)
+        std = np.asarray(statistics.state_std, np.float64).reshape(-1)
+        if clim.shape != (len(variables), *spatial):
+            raise ValueError(
+                f"{owner}: statistics.climatology has shape {clim.shape}, expected "
+                f"{(len(variables), *spatial)}"
+            )
+        source = "statistics (given)"
+    if std.shape != (len(variables),) or not np.all(std > 0):
+        raise ValueError(
+            f"{owner}: the climatological std must be (C,) = ({len(variables)},) and > 0, got {std}"
+        )
+    return clim, std, source
+
+
+def _invariant_tables(diag_series, names) -> dict[str, Any]:
+    """Drift of each diagnostic along the forecast, and its error against the truth's."""
+    series = {
+        m: {k: np.concatenate([b[k] for b in diag_series[m]], axis=0) for k in diag_series[m][0]}
+        for m in names
+    }
+    invariants = list(series["truth"])
+    truth_s = series["truth"]
+    drift, error, scales = [], [], []
+    for k in invariants:
+        scale = float(np.sqrt(np.mean(truth_s[k][:, 0] ** 2)))
+        scale = scale if scale > 0 else 1.0
+        scales.append(scale)
+        drift.append(
+            [
+                np.mean(
+                    np.abs(np.asarray(metrics.invariant_drift(series[m][k], scale=scale))), 0
+                ).astype(np.float64)
+                for m in names
+            ]
+        )
+        error.append([np.mean(np.abs(series[m][k] - truth_s[k]), axis=0) / scale for m in names])
+    dims = ("model", "invariant", "lead_time")
+    return {
+        "invariant_drift": (
+            dims,
+            np.moveaxis(np.asarray(drift), 0, 1),
+            {
+                "units": "1",
+                "long_name": "mean_n |s(t) - s(0)| / invariant_scale (the solver's diagnostics)",
+            },
+        ),
+        "invariant_error": (
+            dims,
+            np.moveaxis(np.asarray(error), 0, 1),
+            {"units": "1", "long_name": "mean_n |s(t) - s_truth(t)| / invariant_scale"},
+        ),
+        "invariant_scale": (
+            ("invariant",),
+            np.asarray(scales),
+            {
+                "units": "units of each diagnostic",
+                "long_name": "RMS over trajectories of the truth's initial value (1 if zero)",
+            },
+        ),
+        "invariant": np.array(invariants, dtype=object),
+    }
+
+
+def _blowup_tables(
+    models, truth_np, dtype, batch_size, num_steps, threshold, dt, nd, time_units
+) -> dict[str, Any]:
+    """Blow-up time (earliest over trajectories) and fraction of runs that blew up."""
+    reference = np.max(np.abs(truth_np), axis=(0, 1, *range(3, truth_np.ndim)))
+    ref = jnp.asarray(reference, dtype)
+    num_traj = truth_np.shape[0]
+    times, fractions = [], []
+    for kind, model in models.values():
+        if kind == "truth":
+            times.append(math.nan)
+            fractions.append(math.nan)
+            continue
+        if kind == "persistence":
+            times.append(math.inf)
+            fractions.append(0.0)
+            continue
+        first = []
+        for start, stop in _batches(num_traj, batch_size):
+            x0_np, _ = _padded(truth_np[start:stop, 0], batch_size)
+            x0 = jnp.asarray(x0_np, dtype)
+            if kind == "coarse":
+                x0 = _resample_jit(x0, model.grid.num_points)
+            steps = first_blowup_step(
+                model, x0, ref, threshold, num_steps=num_steps, spatial_ndim=nd
+            )
+            first.append(np.asarray(steps)[: stop - start])
+        first_all = np.concatenate(first)
+        bad = first_all >= 0
+        times.append(float(first_all[bad].min() * dt) if bad.any() else math.inf)
+        fractions.append(float(bad.mean()))
+    return {
+        "blowup_time": (
+            ("model",),
+            np.asarray(times),
+            {
+                "units": time_units,
+                "long_name": f"earliest blow-up over trajectories in a {num_steps}-step rollout "
+                f"(non-finite or max|u| > {threshold} x the truth's max|u|); inf: none, "
+                "nan: not run",
+            },
+        ),
+        "blowup_fraction": (
+            ("model",),
+            np.asarray(fractions),
+            {"units": "1", "long_name": "fraction of long rollouts that blew up"},
+        ),
+    }
+
+
+# ---- storage ---------------------------------------------------------------------------
+def save_evaluation(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write an evaluation to netCDF atomically (temporary file, then rename).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_evaluation(path: str | os.PathLike) -> xr.Dataset:
+    """Read an evaluation written by :func:`save_evaluation` fully into memory."""
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return ds.load()
+
+
+def summary_table(ds: xr.Dataset, lead_index: int = -1) -> str:
+    """A plain-text table of RMSE, ACC, valid time and wall time per model and variable."""
+    lines = [f"{'model':<16}{'variable':<10}{'rmse':>12}{'acc':>9}{'valid_time':>12}{'wall_s':>10}"]
+    lead = float(ds["lead_time"].values[lead_index])
+    for m in ds["model"].values:
+        for v in ds["variable"].values:
+            sel = dict(model=m, variable=v)
+            lines.append(
+                f"{m!s:<16}{v!s:<10}"
+                f"{float(ds['rmse'].sel(sel).isel(lead_time=lead_index)):>12.4g}"
+                f"{float(ds['acc'].sel(sel).isel(lead_time=lead_index)):>9.3f}"
+                f"{float(ds['valid_time'].sel(sel)):>12.4g}"
+                f"{float(ds['wall_time'].sel(model=m)):>10.3g}"
+            )
+    return f"skill at lead time {lead:g}\n" + "\n".join(lines)
+
+
+__all__ = [
+    "BASELINES",
+    "coarse_solver_for",
+    "describe_stepper",
+    "evaluate",
+    "first_blowup_step",
+    "load_evaluation",
+    "rollout_batch",
+    "save_evaluation",
+    "summary_table",
+    "truth_from_dataset",
+]

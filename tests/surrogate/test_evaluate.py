@@ -1,0 +1,386 @@
+"""Weather-style evaluation: perfect and degraded steppers, baselines, storage, plots."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+from solvers import AdvectionDiffusion, KuramotoSivashinsky, rollout, spectral
+from surrogate import plots
+from surrogate.evaluate import (
+    coarse_solver_for,
+    evaluate,
+    load_evaluation,
+    rollout_batch,
+    save_evaluation,
+    truth_from_dataset,
+)
+
+NUM_TRAJ, NUM_FRAMES = 5, 21
+
+
+def make_truth(solver, num_traj, num_frames, spin_up=0, seed=0, steps_per_frame=1):
+    """Reference trajectories through ``solvers.rollout`` (not the code under test)."""
+
+    def one(i):
+        x0 = solver.initial_condition(jax.random.fold_in(jax.random.key(seed), i))
+        if spin_up:
+            x0 = rollout(solver, x0, spin_up, include_initial=False)[-1]
+        frames = rollout(solver, x0, (num_frames - 1) * steps_per_frame)
+        return frames[::steps_per_frame]
+
+    return np.asarray(jax.vmap(one)(jnp.arange(num_traj)))
+
+
+@jax.tree_util.register_pytree_node_class
+class Damped:
+    """Fake surrogate: the solver followed by extra diffusion ``exp(-damping k^2)`` per step."""
+
+    def __init__(self, solver, damping):
+        self.solver, self.damping = solver, damping
+
+    def tree_flatten(self):
+        return (self.solver, self.damping), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    dt = property(lambda self: self.solver.dt)
+    variables = property(lambda self: self.solver.variables)
+    grid = property(lambda self: self.solver.grid)
+
+    def __call__(self, state):
+        (k,) = spectral.wavenumbers(self.grid.num_points, self.grid.domain_length)
+        y_hat = jnp.fft.rfft(self.solver(state)) * jnp.exp(-self.damping * k**2)
+        return jnp.fft.irfft(y_hat, n=state.shape[-1]).astype(state.dtype)
+
+
+@jax.tree_util.register_pytree_node_class
+class Growing:
+    """Fake unstable surrogate: multiplies the state by ``factor`` every step."""
+
+    def __init__(self, solver, factor):
+        self.solver, self.factor = solver, factor
+
+    def tree_flatten(self):
+        return (self.solver, self.factor), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    dt = property(lambda self: self.solver.dt)
+    variables = property(lambda self: self.solver.variables)
+    grid = property(lambda self: self.solver.grid)
+
+    def __call__(self, state):
+        return state * self.factor
+
+
+@pytest.fixture(scope="module")
+def ks():
+    # 32 points on the minimal chaotic box; initial modes <= 4 keep the 16-point coarse
+    # solver (initial_max_mode <= 16 // 3) constructible.
+    return KuramotoSivashinsky(
+        num_points=32, domain_length=22.0, dt=1.0, num_substeps=2, initial_max_mode=4
+    )
+
+
+@pytest.fixture(scope="module")
+def ks_truth(ks):
+    return make_truth(ks, NUM_TRAJ, NUM_FRAMES, spin_up=40)
+
+
+@pytest.fixture(scope="module")
+def perfect(ks, ks_truth):
+    # batch_size 2 with 5 trajectories exercises the padded last batch.
+    return evaluate(ks, ks_truth, solver=ks, long_rollout_steps=60, batch_size=2)
+
+
+# float32 round-off (eps 1.2e-7) grown by the KS Lyapunov exponent (~0.05) over 20 time
+# units stays far below 1e-5 of the climatological std.
+PERFECT = {"rtol": 0.0, "atol": 1e-5}
+
+
+def test_the_solver_as_stepper_is_perfect_and_beats_persistence(perfect):
+    ds = perfect
+    assert list(ds["model"].values) == ["truth", "surrogate", "persistence", "coarse_solver"]
+    assert ds["rmse"].dims == ("model", "variable", "lead_time")
+    assert ds["spectrum"].dims == ("model", "variable", "lead_time_sel", "wavenumber")
+    std = float(ds["climatological_std"].sel(variable="u"))
+    rmse = ds["rmse"].sel(model="surrogate", variable="u").values
+    np.testing.assert_allclose(rmse / std, 0.0, **PERFECT)
+    np.testing.assert_allclose(ds["acc"].sel(model="surrogate").values, 1.0, **PERFECT)
+    assert np.isinf(ds["valid_time"].sel(model="surrogate")).all()
+    persistence = ds["rmse"].sel(model="persistence", variable="u").values
+    assert persistence[0] == 0.0
+    assert np.all(rmse[1:] < persistence[1:])
+    # The chaotic truth decorrelates from its initial state within the window.
+    assert np.isfinite(float(ds["valid_time"].sel(model="persistence", variable="u")))
+    np.testing.assert_allclose(ds["nrmse"], ds["rmse"] / std, rtol=1e-12, atol=0)  # same numbers
+    # Same spectrum as the truth, to float32 round-off relative to the total power.
+    spec = ds["spectrum"].sel(variable="u")
+    np.testing.assert_allclose(
+        spec.sel(model="surrogate"), spec.sel(model="truth"), rtol=0, atol=1e-5 * std**2
+    )
+
+
+def test_coarse_baseline_wall_times_and_blowup(perfect):
+    ds = perfect
+    assert list(ds.attrs["coarse_num_points"]) == [16]
+    wall = ds["wall_time"]
+    assert float(wall.sel(model="surrogate")) > 0 and float(wall.sel(model="coarse_solver")) > 0
+    assert np.isnan(float(wall.sel(model="truth")))
+    # Half resolution (16 points on L = 22 is under-resolved): errors appear and grow.
+    coarse = ds["rmse"].sel(model="coarse_solver", variable="u").values
+    assert np.all(coarse[1:] > 0) and coarse[-1] > coarse[1]
+    assert np.isinf(ds["blowup_time"].sel(model=["surrogate", "persistence"])).all()
+    # The 16-point KS may diverge; when it does, it is at a whole step within the run.
+    t_coarse = float(ds["blowup_time"].sel(model="coarse_solver"))
+    assert np.isinf(t_coarse) or (0 < t_coarse <= 60 and t_coarse % 1.0 == 0)
+    np.testing.assert_array_equal(ds["blowup_fraction"].sel(model="surrogate"), 0.0)
+    # The solver's diagnostics along its own forecast are the truth's (float32 round-off).
+    for name in ("invariant_drift", "invariant_error"):
+        assert ds[name].dims == ("model", "invariant", "lead_time")
+    np.testing.assert_allclose(
+        ds["invariant_error"].sel(model="surrogate", invariant="energy"), 0.0, rtol=0, atol=1e-4
+    )
+    assert float(ds["invariant_error"].sel(model="persistence", invariant="energy").max()) > 1e-2
+
+
+def test_damped_surrogate_loses_skill(ks, ks_truth):
+    ds = evaluate(Damped(ks, 0.5), ks_truth, baselines=("persistence",), batch_size=5)
+    acc = ds["acc"].sel(model="surrogate", variable="u").values
+    lead = ds["lead_time"].values
+    vt = float(ds["valid_time"].sel(model="surrogate", variable="u"))
+    assert np.isfinite(vt) and lead[1] < vt < lead[-1]
+    i = int(np.searchsorted(lead, vt))
+    assert acc[i - 1] >= 0.6 > acc[i]  # the crossing lies between its neighbours
+    assert np.all(np.diff(acc[: i + 1]) < 0)  # decreasing until skill is lost
+    assert acc[-1] < 0.6
+
+
+def test_growing_surrogate_blows_up_when_predicted(ks, ks_truth):
+    factor, threshold = 1.5, 10.0
+    ds = evaluate(
+        Growing(ks, factor),
+        ks_truth,
+        baselines=(),
+        long_rollout_steps=30,
+        blowup_threshold=threshold,
+        batch_size=5,
+    )
+    # max|u| after n steps is factor^n max|u0|; blow-up when it passes threshold x the
+    # truth's largest |u| (the reference amplitude).
+    ref = np.max(np.abs(ks_truth))
+    start = np.max(np.abs(ks_truth[:, 0]), axis=(-2, -1))
+    steps = np.ceil(np.log(threshold * ref / start) / np.log(factor))
+    steps = np.where(start * factor**steps > threshold * ref, steps, steps + 1)
+    np.testing.assert_allclose(
+        ds["blowup_time"].sel(model="surrogate"), steps.min() * ks.dt, rtol=0, atol=1e-12
+    )
+    np.testing.assert_array_equal(ds["blowup_fraction"].sel(model="surrogate"), 1.0)
+
+
+def test_netcdf_round_trip(perfect, tmp_path):
+    path = save_evaluation(perfect, tmp_path / "eval" / "ks.nc")
+    back = load_evaluation(path)
+    assert set(back.data_vars) == set(perfect.data_vars)
+    for name, var in perfect.data_vars.items():
+        np.testing.assert_array_equal(back[name].values, var.values, err_msg=name)
+        assert back[name].dims == var.dims
+        assert back[name].attrs == var.attrs
+    for name in ("model", "variable", "invariant", "variable_units"):
+        assert list(back[name].values) == list(perfect[name].values)
+    np.testing.assert_array_equal(back["lead_time"].values, perfect["lead_time"].values)
+    assert back.attrs["description_surrogate"] == perfect.attrs["description_surrogate"]
+    assert not list(tmp_path.glob("eval/*.tmp"))
+
+
+def test_dataset_input_and_statistics(ks, ks_truth):
+    truth = ks_truth[:3, :6]
+    ds_in = xr.Dataset(
+        {"u": (("trajectory", "time", "x"), truth[:, :, 0])},
+        coords={"time": np.arange(6) * ks.dt, "x": ks.grid.coords()["x"]},
+    )
+    array, leads = truth_from_dataset(ds_in, ks.variables)
+    np.testing.assert_array_equal(array, truth)
+    np.testing.assert_array_equal(leads, np.arange(6) * ks.dt)
+
+    @dataclasses.dataclass
+    class Stats:
+        climatology: np.ndarray
+        state_std: np.ndarray
+        variables: tuple
+
+    stats = Stats(np.full((1, 32), 0.1), np.array([2.0]), ("u",))
+    a = evaluate(Damped(ks, 0.1), ds_in, statistics=stats, baselines=())
+    b = evaluate(Damped(ks, 0.1), truth, statistics=stats, baselines=())
+    xr.testing.assert_identical(
+        a.drop_attrs().drop_vars("wall_time"), b.drop_attrs().drop_vars("wall_time")
+    )
+    assert a.attrs["climatology_source"].startswith("statistics")
+    np.testing.assert_allclose(a["nrmse"], a["rmse"] / 2.0, rtol=1e-12, atol=0)  # given std
+    # ACC against the given climatology, recomputed by hand for the last lead.
+    forecast = np.asarray(rollout_batch(Damped(ks, 0.1), jnp.asarray(truth[:, 0]), num_frames=6))
+    fa, oa = forecast[:, -1, 0] - 0.1, truth[:, -1, 0] - 0.1
+    acc = np.mean(np.sum(fa * oa, -1) / np.sqrt(np.sum(fa**2, -1) * np.sum(oa**2, -1)))
+    # float32 forecasts: agreement to float32 round-off of a sum of 32 products.
+    np.testing.assert_allclose(
+        a["acc"].sel(model="surrogate").values[0, -1], acc, rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="statistics are for variables"):
+        evaluate(ks, truth, statistics=Stats(stats.climatology, stats.state_std, ("v",)))
+
+
+def test_2d_with_frames_several_steps_apart(tmp_path):
+    solver = AdvectionDiffusion(
+        num_points=(16, 12),
+        domain_length=(1.0, 2.0),
+        velocity=(0.3, -0.5),
+        diffusivity=1e-3,
+        dt=0.05,
+        initial_length_scale=0.2,
+    )
+    truth = make_truth(solver, 3, 6, steps_per_frame=2)
+    ds = evaluate(
+        solver,
+        truth,
+        solver=solver,
+        lead_times=np.arange(6) * 2 * solver.dt,
+        long_rollout_steps=10,
+    )
+    assert ds.attrs["steps_per_frame"] == 2
+    assert list(ds.attrs["coarse_num_points"]) == [8, 6]
+    std = float(ds["climatological_std"][0])
+    # The solver is exact in time: only float32 round-off separates it from the truth.
+    np.testing.assert_allclose(ds["rmse"].sel(model="surrogate") / std, 0.0, rtol=0, atol=1e-5)
+    assert np.all(ds["rmse"].sel(model="coarse_solver").values[0, 1:] > 0)
+    # Parseval for the stored 2D spectra: the power sums to the mean square.
+    k_sum = ds["spectrum"].sel(model="truth").sum("wavenumber").values[0]
+    idx = np.rint(ds["lead_time_sel"].values / (2 * solver.dt)).astype(int)
+    np.testing.assert_allclose(
+        k_sum, np.mean(truth[:, idx, 0] ** 2, axis=(0, 2, 3)), rtol=1e-5, atol=0
+    )
+
+    # Plots of the 2D case.
+    forecast = np.asarray(
+        rollout_batch(solver, jnp.asarray(truth[:1, 0]), num_frames=6, steps_per_frame=2)
+    )[0]
+    written = [
+        plots.plot_skill(ds, tmp_path / "skill2d.png"),
+        plots.plot_spectra(ds, tmp_path / "spectra2d.png"),
+        plots.plot_snapshots(
+            truth[0],
+            forecast + 0.05,
+            solver.grid,
+            tmp_path / "snap2d.png",
+            dt=2 * solver.dt,
+            variables=solver.variables,
+            units=solver.units,
+        ),
+        plots.animate_rollout(
+            truth[0],
+            forecast,
+            solver.grid,
+            tmp_path / "roll2d.gif",
+            dt=2 * solver.dt,
+            variables=solver.variables,
+            max_frames=3,
+        ),
+    ]
+    for path in written:
+        assert path.exists() and path.stat().st_size > 1000
+
+
+def test_plots_1d_and_training_curves(ks, ks_truth, perfect, tmp_path):
+    forecast = np.asarray(
+        rollout_batch(Damped(ks, 0.5), jnp.asarray(ks_truth[:1, 0]), num_frames=NUM_FRAMES)
+    )[0]
+    records = [{"step": s, "loss": 1.0 / (1 + s), "lr": 1e-3 * min(1, s / 5)} for s in range(20)]
+    records += [{"step": s, "val_loss": 1.5 / (1 + s)} for s in range(0, 20, 5)]
+    written = [
+        plots.plot_skill(perfect, tmp_path / "skill.png"),
+        plots.plot_spectra(perfect, tmp_path / "spectra.png"),
+        plots.plot_snapshots(
+            ks_truth[0],
+            forecast,
+            ks.grid,
+            tmp_path / "hovmoeller.png",
+            dt=ks.dt,
+            variables=ks.variables,
+            units=ks.units,
+        ),
+        plots.animate_rollout(ks_truth[0], forecast, ks.grid, tmp_path / "roll.gif", max_frames=4),
+        plots.plot_training_curves(records, tmp_path / "train.png"),
+    ]
+    for path in written:
+        assert path.exists() and path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="no record"):
+        plots.plot_training_curves([{"step": 1}], tmp_path / "bad.png")
+
+
+def test_rollout_batch_traces_once_for_new_parameter_values(ks):
+    other = KuramotoSivashinsky(**{**ks.config(), "dt": 0.8})
+    x0 = jnp.stack([ks.initial_condition(jax.random.key(1))] * 2)
+    rollout_batch(ks, x0, num_frames=3)
+    size = rollout_batch._cache_size()
+    rollout_batch(other, x0, num_frames=3)
+    assert rollout_batch._cache_size() == size
+
+
+def test_bad_arguments_are_named(ks, ks_truth):
+    with pytest.raises(ValueError, match=r"truth must be \(N, T, C, \*spatial\)"):
+        evaluate(ks, ks_truth[:, :, :, :16])
+    with pytest.raises(ValueError, match="lead_times must start at 0"):
+        evaluate(ks, ks_truth[:2, :4], lead_times=[0.0, 1.5, 3.0, 4.5])
+    with pytest.raises(ValueError, match="unknown baselines"):
+        evaluate(ks, ks_truth[:2, :4], baselines=("climatology",))
+    with pytest.raises(ValueError, match="does not divide"):
+        coarse_solver_for(ks, 3)
+    with pytest.raises(ValueError, match="could not build the coarse_solver"):
+        coarse_solver_for(ks, 4)  # 8 points cannot hold initial_max_mode = 4
+    with pytest.raises(ValueError, match="has dt"):
+        evaluate(ks, ks_truth[:2, :4], solver=KuramotoSivashinsky(**{**ks.config(), "dt": 0.5}))
+    with pytest.raises(ValueError, match="blowup_threshold"):
+        evaluate(ks, ks_truth[:2, :4], blowup_threshold=0.0)
+
+
+def test_coarse_start_error_is_the_truncated_truth(perfect, ks_truth):
+    # The coarse model starts from the truth truncated to 16 points and refined back: its
+    # lead-0 error is the truth's content above mode 8, plus the imaginary part of mode 8
+    # (the coarse Nyquist mode holds only a real cosine). Rebuilt here with numpy.
+    x0 = ks_truth[:, 0, 0].astype(np.float64)
+    x_hat = np.fft.rfft(x0)
+    x_hat[:, 9:] = 0.0
+    x_hat[:, 8] = x_hat[:, 8].real
+    expected = np.sqrt(np.mean((np.fft.irfft(x_hat, n=32) - x0) ** 2))
+    rmse0 = float(perfect["rmse"].sel(model="coarse_solver", variable="u").isel(lead_time=0))
+    assert expected > 1e-6  # the check is not vacuous: the truth has power up there
+    # float32 forecasts against a float64 reference: relative round-off of the error.
+    np.testing.assert_allclose(rmse0, expected, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_navier_stokes_2d_solver_as_stepper(tmp_path):
+    from solvers.navier_stokes import NavierStokes2D
+
+    solver = NavierStokes2D(num_points=32, dt=0.2, num_substeps=6)
+    truth = make_truth(solver, 2, 6, spin_up=10)
+    ds = evaluate(solver, truth, solver=solver, long_rollout_steps=20)
+    std = float(ds["climatological_std"][0])
+    # float32 round-off over 5 steps of a smooth flow stays far below 1e-4 of the std.
+    np.testing.assert_allclose(ds["rmse"].sel(model="surrogate") / std, 0.0, rtol=0, atol=1e-4)
+    assert list(ds.attrs["coarse_num_points"]) == [16, 16]
+    assert np.all(
+        ds["rmse"].sel(model="surrogate").values[0, 1:]
+        < ds["rmse"].sel(model="persistence").values[0, 1:]
+    )
+    assert "enstrophy" in list(ds["invariant"].values)
+    assert plots.plot_spectra(ds, tmp_path / "ns_spectra.png").stat().st_size > 1000
