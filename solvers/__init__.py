@@ -4,18 +4,33 @@ Every solver advances a state ``(C, *spatial)`` by its output interval ``dt``; s
 :class:`solvers.base.Solver` for the contract.
 """
 
+from solvers.advection_diffusion import AdvectionDiffusion
 from solvers.base import Solver
+from solvers.burgers import Burgers
 from solvers.grid import Grid
 from solvers.kuramoto_sivashinsky import KuramotoSivashinsky
+from solvers.lorenz96 import Lorenz96
+from solvers.navier_stokes import NavierStokes2D
 from solvers.registry import available, build_solver, get_solver_class, register
 from solvers.rollout import NonFiniteError, check_finite, first_nonfinite_frame, rollout
+from solvers.shallow_water import ShallowWater2D
 
 register(KuramotoSivashinsky)
+register(Lorenz96)
+register(ShallowWater2D)
+register(AdvectionDiffusion)
+register(Burgers)
+register(NavierStokes2D)
 
 __all__ = [
+    "AdvectionDiffusion",
+    "Burgers",
     "Grid",
     "KuramotoSivashinsky",
+    "Lorenz96",
+    "NavierStokes2D",
     "NonFiniteError",
+    "ShallowWater2D",
     "Solver",
     "available",
     "build_solver",
