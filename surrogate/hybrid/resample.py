@@ -1,0 +1,139 @@
+"""Spectral resampling of periodic states between grids (Fourier truncation / zero padding).
+
+A periodic field sampled on ``n`` points is the trigonometric polynomial
+
+    u(x) = (1/n) sum_k u_hat[k] exp(i k 2 pi x / L),   |k| <= n/2,
+
+and resampling onto ``m`` points evaluates the same polynomial on the new grid after
+projecting it onto the modes that grid can hold:
+
+- ``m < n`` (coarsening): keep ``|k| < m/2``; for even ``m`` the new Nyquist mode gets
+  ``u_hat[m/2] + u_hat[-m/2]`` (the cosine part of the two modes, the only part a real
+  field on ``m`` points can carry); this is the L2 projection, i.e. Fourier truncation.
+- ``m > n`` (refining): zero padding; an even ``n``'s Nyquist coefficient is split in
+  halves between ``+n/2`` and ``-n/2`` so the refined field stays real and equals the
+  trigonometric interpolant of the coarse samples.
+
+Consequences, checked in the tests: ``coarsen(refine(u)) == u`` to round-off, and
+``refine(coarsen(u)) == u`` for fields band-limited below the coarse Nyquist mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _resample_axis_hat(u_hat: Array, axis: int, n_in: int, n_out: int) -> Array:
+    """Map the full (complex ``fftn``) spectrum along ``axis`` from ``n_in`` to ``n_out`` modes."""
+    if n_out == n_in:
+        return u_hat
+    m = min(n_in, n_out)
+    half = (m - 1) // 2  # modes 0..half and -half..-1 are copied unchanged
+    take = lambda lo, hi: jax.lax.slice_in_dim(u_hat, lo, hi, axis=axis)  # noqa: E731
+    pos = take(0, half + 1)
+    neg = take(n_in - half, n_in) if half > 0 else None
+    shape = list(u_hat.shape)
+    if n_out < n_in:
+        parts = [pos]
+        if m % 2 == 0:
+            # Cosine parts of modes +m/2 and -m/2 fold onto the coarse Nyquist mode.
+            parts.append(take(m // 2, m // 2 + 1) + take(n_in - m // 2, n_in - m // 2 + 1))
+        if neg is not None:
+            parts.append(neg)
+        return jnp.concatenate(parts, axis=axis)
+    # Refinement: zero padding, an even input's Nyquist mode split between +-n_in/2.
+    parts = [pos]
+    num_zeros = n_out - (2 * half + 1)
+    if m % 2 == 0:
+        nyquist = 0.5 * take(m // 2, m // 2 + 1)
+        shape[axis] = num_zeros - 2
+        parts += [nyquist, jnp.zeros(shape, u_hat.dtype), nyquist]
+    else:
+        shape[axis] = num_zeros
+        parts.append(jnp.zeros(shape, u_hat.dtype))
+    if neg is not None:
+        parts.append(neg)
+    return jnp.concatenate(parts, axis=axis)
+
+
+def spectral_resample(state: Array, num_points: int | Sequence[int]) -> Array:
+    """Resample a periodic state onto another uniform grid of the same domain.
+
+    Args:
+        state: real array ``(..., *spatial)``; the last ``len(num_points)`` axes are the
+            periodic spatial axes ``(..., y, x)`` (units unchanged).
+        num_points: target points per spatial axis (an int for a 1D grid), each >= 2.
+
+    Returns:
+        The resampled state ``(..., *num_points)`` with the dtype of ``state``. Point ``j``
+        of an axis of length ``L`` sits at ``j L / n`` on both grids, so the domain and the
+        origin are shared.
+
+    Raises:
+        ValueError: ``num_points`` has more axes than ``state`` or an entry below 2.
+    """
+    out = (int(num_points),) if isinstance(num_points, int) else tuple(int(n) for n in num_points)
+    ndim = len(out)
+    if ndim == 0 or ndim > state.ndim:
+        raise ValueError(
+            f"spectral_resample: num_points {num_points!r} must name 1..{state.ndim} spatial "
+            f"axes of a state of shape {tuple(state.shape)}"
+        )
+    if any(n < 2 for n in out):
+        raise ValueError(f"spectral_resample: num_points entries must be >= 2, got {out}")
+    if tuple(state.shape[-ndim:]) == out:
+        return state
+    return _resample(state, out)
+
+
+@partial(jax.jit, static_argnums=1)
+def _resample(state: Array, out: tuple[int, ...]) -> Array:
+    """Jitted core of :func:`spectral_resample` (one compilation per shape pair)."""
+    ndim = len(out)
+    n_in = tuple(state.shape[-ndim:])
+    axes = tuple(range(state.ndim - ndim, state.ndim))
+    u_hat = jnp.fft.fftn(state, axes=axes)
+    for axis, a, b in zip(axes, n_in, out, strict=True):
+        u_hat = _resample_axis_hat(u_hat, axis, a, b)
+    # ifftn divides by prod(out); the forward transform carried prod(n_in).
+    scale = 1.0
+    for a, b in zip(n_in, out, strict=True):
+        scale *= b / a
+    return (jnp.fft.ifftn(u_hat, axes=axes).real * scale).astype(state.dtype)
+
+
+def coarsen(state: Array, factor: int = 2, ndim: int | None = None) -> Array:
+    """Fourier-truncate the last ``ndim`` axes by an integer ``factor`` (``n -> n // factor``).
+
+    Args:
+        state: ``(..., *spatial)``.
+        factor: integer coarsening factor >= 1; every spatial size must be divisible by it.
+        ndim: number of spatial axes (default: all axes after the first, i.e. a
+            ``(C, *spatial)`` state).
+    """
+    ndim = state.ndim - 1 if ndim is None else ndim
+    sizes = state.shape[state.ndim - ndim :]
+    if not isinstance(factor, int) or factor < 1 or any(n % factor for n in sizes):
+        raise ValueError(
+            f"coarsen: factor must be an int >= 1 dividing every spatial size {tuple(sizes)}, "
+            f"got {factor!r}"
+        )
+    return spectral_resample(state, tuple(n // factor for n in sizes))
+
+
+def refine(state: Array, factor: int = 2, ndim: int | None = None) -> Array:
+    """Zero-pad the spectrum of the last ``ndim`` axes by an integer ``factor`` (``n -> n factor``)."""
+    ndim = state.ndim - 1 if ndim is None else ndim
+    if not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"refine: factor must be an int >= 1, got {factor!r}")
+    sizes = state.shape[state.ndim - ndim :]
+    return spectral_resample(state, tuple(n * factor for n in sizes))
+
+
+__all__ = ["coarsen", "refine", "spectral_resample"]
