@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hs-solve
+	$(BIN)/python examples/01_solve_and_plot.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -496,3 +496,121 @@ __all__ = [
     "plot_spectra",
     "plot_training_curves",
 ]
+
+
+# ---- hybrid runner figures -----------------------------------------------------------------
+ENGINE_NAMES = ("solver", "surrogate", "fallback", "rollback")
+
+
+def plot_hybrid_runs(
+    runs: Mapping[str, Any], dt: float, path: PathLike, *, time_units: str = "1"
+) -> Path:
+    """RMSE against the pure-solver reference versus time, one line per run.
+
+    Args:
+        runs: name -> :class:`surrogate.hybrid.HybridResult` with ``rmse`` filled.
+        dt: time between frames.
+    """
+    first = next(iter(runs.values()))
+    variables = list(first.rmse)
+    fig, axes = _figure(1, len(variables), (5.0, 3.6))
+    colors = _colors(list(runs))
+    for ax, v in zip(axes[0], variables, strict=True):
+        for name, res in runs.items():
+            if res.rmse is None:
+                continue
+            r = np.nanmean(np.where(np.isfinite(res.rmse[v]), res.rmse[v], np.nan), axis=0)
+            t = np.arange(r.size) * dt
+            ax.semilogy(t, np.maximum(r, 1e-12), label=name, color=colors[name])
+        ax.set_xlabel(f"time {_u(time_units)}")
+        ax.set_ylabel(f"RMSE of {v} {_u(first.units.get(v, '1'))}")
+        ax.set_title(f"{v}: error vs pure solver")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_engine_timeline(result: Any, dt: float, path: PathLike, *, time_units: str = "1") -> Path:
+    """Which engine advanced each member at each step (rows: members, columns: time)."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    engine = np.asarray(result.engine)
+    fig, axes = _figure(1, 1, (8.0, 0.3 * engine.shape[0] + 1.6))
+    ax = axes[0][0]
+    cmap = ListedColormap(["tab:red", "tab:blue", "black", "tab:orange"])
+    norm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], cmap.N)
+    t = np.arange(engine.shape[1] + 1) * dt
+    members = np.arange(engine.shape[0] + 1)
+    im = ax.pcolormesh(t, members, engine, cmap=cmap, norm=norm)
+    cbar = fig.colorbar(im, ax=ax, ticks=[0, 1, 2, 3])
+    cbar.ax.set_yticklabels(list(ENGINE_NAMES))
+    ax.set_xlabel(f"time {_u(time_units)}")
+    ax.set_ylabel("trajectory [-]")
+    ax.set_title(f"engine per step (solver on {100 * result.solver_fraction:.0f}% of steps)")
+    return _save(fig, path)
+
+
+def plot_long_run_spectra(
+    wavenumbers: np.ndarray,
+    spectra: Mapping[str, np.ndarray],
+    variables: Sequence[str],
+    path: PathLike,
+) -> Path:
+    """Long-run mean power spectra of several runs (log-log), per variable."""
+    fig, axes = _figure(1, len(variables), (5.0, 3.6))
+    colors = _colors(list(spectra))
+    k = np.asarray(wavenumbers)
+    for i, (ax, v) in enumerate(zip(axes[0], variables, strict=True)):
+        for name, s in spectra.items():
+            s = np.asarray(s)[i]
+            ok = (k > 0) & np.isfinite(s) & (s > 0)
+            if ok.any():
+                ax.loglog(k[ok], s[ok], label=name, color=colors[name])
+        ax.set_xlabel("wavenumber k [1/length]")
+        ax.set_ylabel(f"power of {v} [-]")
+        ax.set_title(f"{v}: long-run mean spectrum")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_hybrid_tradeoff(
+    sweep: Any, summary: Mapping[str, Any], variables: Sequence[str], path: PathLike
+) -> Path:
+    """Accuracy versus speed-up over a threshold sweep, pure solver and surrogate as end points."""
+    fig, axes = _figure(1, len(variables), (5.2, 4.0))
+    for ax, v in zip(axes[0], variables, strict=True):
+        sp = np.asarray(sweep["speedup"].values)
+        err = np.asarray(sweep[f"mean_rmse_{v}"].values)
+        frac = np.asarray(sweep["solver_fraction"].values)
+        ax.plot(
+            sp,
+            err,
+            "o-",
+            color="tab:green",
+            label=f"hybrid ({sweep.attrs.get('indicator_name', '')} sweep)",
+        )
+        for s_, e_, f_, th in zip(sp, err, frac, sweep["threshold"].values, strict=True):
+            ax.annotate(
+                f"{th:.2g}\n{100 * f_:.0f}% solver",
+                (s_, e_),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.plot([1.0], [0.0], "s", color="tab:red", label="pure solver (reference)")
+        sur_sp = summary.get("surrogate", {}).get("speedup")
+        sur_err = sweep.attrs.get(f"surrogate_mean_rmse_{v}")
+        if sur_sp is not None and sur_err is not None and np.isfinite(sur_err):
+            ax.plot([sur_sp], [sur_err], "^", color="tab:blue", label="pure surrogate")
+        ax.set_xscale("log")
+        ax.set_xlabel("speed-up over pure solver [-]")
+        ax.set_ylabel(
+            f"mean RMSE of {v} vs solver [{sweep[f'mean_rmse_{v}'].attrs.get('units', '1')}]".replace(
+                "[1]", "[-]"
+            )
+        )
+        ax.set_title(f"{v}: accuracy vs speed")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)

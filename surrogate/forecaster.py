@@ -1,0 +1,407 @@
+"""The learned stepper: a network, its normalisation and the residual rule.
+
+``Forecaster`` advances a physical state ``(C, *spatial)`` by the data's output interval
+``dt`` exactly like a solver, so the hybrid runner, the evaluation and rollouts never need
+to know which stepper is the network. It predicts the *normalised change* over ``dt``
+(GraphCast-style)::
+
+    x_in   = (x - state_mean) / state_std              (per channel, history stacked)
+    delta  = model(x_in) * delta_std + delta_mean      (per channel)
+    x_next = x_last + delta
+
+It is a pytree: the network parameters and normalisation arrays are leaves, the graph
+definition and metadata are static, so ``jax.jit``, ``vmap`` and ``lax.scan`` take it as
+an ordinary argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Per-channel statistics of states and of their one-step changes.
+
+    Fields are arrays of shape ``(C,)`` in the units of each variable.
+    """
+
+    state_mean: Array
+    state_std: Array
+    delta_mean: Array
+    delta_std: Array
+
+    @classmethod
+    def from_statistics(cls, stats: Any, dtype=jnp.float32) -> Normalization:
+        """Build from any object with ``state_mean``/``state_std``/``delta_mean``/``delta_std``.
+
+        Standard deviations are floored at a tiny fraction of their largest entry so a
+        constant channel cannot divide by zero.
+        """
+        arrays = {}
+        for f in ("state_mean", "state_std", "delta_mean", "delta_std"):
+            value = np.asarray(getattr(stats, f), dtype=np.float64)
+            if value.ndim != 1:
+                raise ValueError(f"Normalization: {f} must have shape (C,), got {value.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"Normalization: {f} has non-finite entries: {value}")
+            if f.endswith("std"):
+                value = np.maximum(value, 1e-12 * max(float(value.max()), 1e-30))
+            arrays[f] = jnp.asarray(value, dtype)
+        return cls(**arrays)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {
+            f.name: np.asarray(getattr(self, f.name)).tolist() for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Sequence[float]], dtype=jnp.float32) -> Normalization:
+        return cls(**{k: jnp.asarray(v, dtype) for k, v in d.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecasterSpec:
+    """Static description of a forecaster: what it was trained on and how it is built.
+
+    Hashable (it is static pytree metadata): mappings are kept as canonical JSON strings
+    and exposed through properties.
+
+    Attributes:
+        model_name: registry name in :mod:`surrogate.models` (``"fno"``, ``"unet"``, ...).
+        model_kwargs: architecture keyword arguments (JSON-serialisable).
+        variables: channel names in state order.
+        units: CF units per variable.
+        grid: the grid description (``solvers.Grid.to_dict()``), checked on use.
+        dt: output interval the model learned (time units).
+        history: number of input frames.
+        compute_dtype: ``"float32"`` or ``"bfloat16"`` (parameters stay float32).
+        provenance: free-form training provenance (dataset, config, steps, versions).
+    """
+
+    model_name: str
+    model_kwargs_json: str
+    variables: tuple[str, ...]
+    units_json: str
+    grid_json: str
+    dt: float
+    history: int = 1
+    compute_dtype: str = "float32"
+    provenance_json: str = "{}"
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        model_name: str,
+        model_kwargs: Mapping[str, Any],
+        variables: Sequence[str],
+        units: Mapping[str, str],
+        grid: Mapping[str, Any],
+        dt: float,
+        history: int = 1,
+        compute_dtype: str = "float32",
+        provenance: Mapping[str, Any] | None = None,
+    ) -> ForecasterSpec:
+        if int(history) < 1:
+            raise ValueError(f"ForecasterSpec: history must be >= 1, got {history}")
+        if compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(
+                "ForecasterSpec: compute_dtype must be 'float32' or 'bfloat16', "
+                f"got {compute_dtype!r}"
+            )
+        for key in ("num_points", "domain_length", "axes"):
+            if key not in grid:
+                raise ValueError(f"ForecasterSpec: grid description lacks {key!r}: {dict(grid)}")
+        return cls(
+            model_name=str(model_name),
+            model_kwargs_json=_canonical(model_kwargs),
+            variables=tuple(variables),
+            units_json=_canonical(units),
+            grid_json=_canonical(grid),
+            dt=float(dt),
+            history=int(history),
+            compute_dtype=compute_dtype,
+            provenance_json=_canonical(provenance or {}),
+        )
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        return json.loads(self.model_kwargs_json)
+
+    @property
+    def units(self) -> dict[str, str]:
+        return json.loads(self.units_json)
+
+    @property
+    def grid(self) -> dict[str, Any]:
+        return json.loads(self.grid_json)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return json.loads(self.provenance_json)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_kwargs": self.model_kwargs,
+            "variables": list(self.variables),
+            "units": self.units,
+            "grid": self.grid,
+            "dt": self.dt,
+            "history": self.history,
+            "compute_dtype": self.compute_dtype,
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ForecasterSpec:
+        return cls.create(**d)
+
+    @property
+    def num_points(self) -> tuple[int, ...]:
+        return tuple(self.grid["num_points"])
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.num_points)
+
+
+def _canonical(d: Mapping[str, Any]) -> str:
+    """Canonical JSON of a mapping (sorted keys; tuples become lists)."""
+    try:
+        return json.dumps(d, sort_keys=True, default=_json_default)
+    except TypeError as e:
+        raise TypeError(f"ForecasterSpec: value is not JSON-serialisable: {e}") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Mapping):
+        return dict(o)
+    if isinstance(o, tuple | list):
+        return list(o)
+    raise TypeError(f"{type(o).__name__} {o!r}")
+
+
+def build_network(spec: ForecasterSpec, rngs: nnx.Rngs) -> nnx.Module:
+    """Instantiate the network described by ``spec`` (input channels = C x history)."""
+    from surrogate.models import build_model
+
+    c = len(spec.variables)
+    dtype = jnp.bfloat16 if spec.compute_dtype == "bfloat16" else None
+    return build_model(
+        spec.model_name,
+        in_channels=c * spec.history,
+        out_channels=c,
+        spatial_dims=spec.spatial_dims,
+        rngs=rngs,
+        dtype=dtype,
+        **spec.model_kwargs,
+    )
+
+
+class Forecaster:
+    """A trained network as a stepper over ``dt`` (see module docstring).
+
+    Build with :meth:`Forecaster.create` from a spec, a network and normalisation, or
+    load with :func:`surrogate.bundle.load_forecaster`.
+
+    Attributes:
+        spec: the static :class:`ForecasterSpec`.
+        graphdef: the network's NNX graph definition (static).
+        params: the network state (pytree of arrays).
+        normalization: :class:`Normalization` (pytree of ``(C,)`` arrays).
+    """
+
+    def __init__(self, spec, graphdef, params, normalization) -> None:
+        object.__setattr__(self, "spec", spec)
+        object.__setattr__(self, "graphdef", graphdef)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "normalization", normalization)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Forecaster is immutable; use .replace(params=...)")
+
+    @classmethod
+    def create(
+        cls, spec: ForecasterSpec, network: nnx.Module, normalization: Normalization
+    ) -> Forecaster:
+        graphdef, params = nnx.split(network)
+        c = len(spec.variables)
+        if normalization.state_mean.shape != (c,):
+            raise ValueError(
+                f"Forecaster: normalisation has {normalization.state_mean.shape[0]} channels, "
+                f"spec has {c} variables {spec.variables}"
+            )
+        return cls(spec, graphdef, params, normalization)
+
+    def replace(self, **changes) -> Forecaster:
+        d = {
+            "spec": self.spec,
+            "graphdef": self.graphdef,
+            "params": self.params,
+            "normalization": self.normalization,
+        }
+        d.update(changes)
+        return Forecaster(**d)
+
+    # ---- stepper metadata -------------------------------------------------------------
+    @property
+    def dt(self) -> float:
+        return self.spec.dt
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.spec.variables
+
+    @property
+    def grid(self):
+        from solvers.grid import Grid
+
+        g = self.spec.grid
+        return Grid(
+            tuple(g["num_points"]),
+            tuple(g["domain_length"]),
+            tuple(g["axes"]),
+            g.get("length_units", "1"),
+            tuple(g["long_names"]) if g.get("long_names") else None,
+        )
+
+    @property
+    def history(self) -> int:
+        return self.spec.history
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return (len(self.variables), *self.spec.num_points)
+
+    # ---- the forward map ----------------------------------------------------------------
+    def predict_normalized_delta(self, params, x_norm: Array) -> Array:
+        """Network output for normalised inputs ``(B, history*C, *spatial)``."""
+        model = nnx.merge(self.graphdef, params)
+        return model(x_norm)
+
+    def step_batch(self, frames: Array, params=None) -> Array:
+        """Next state from a batch of input windows.
+
+        Args:
+            frames: ``(B, history, C, *spatial)`` physical states, oldest first.
+            params: network state to use (defaults to ``self.params``; training passes its
+                current parameters here).
+
+        Returns:
+            ``(B, C, *spatial)`` physical state one ``dt`` after the last frame.
+        """
+        params = self.params if params is None else params
+        n = self.normalization
+        c = len(self.variables)
+        shape = (1,) * (frames.ndim - 3)
+        mean = n.state_mean.reshape(c, *shape).astype(frames.dtype)
+        std = n.state_std.reshape(c, *shape).astype(frames.dtype)
+        x = (frames - mean) / std
+        b, h = frames.shape[:2]
+        x = x.reshape(b, h * c, *frames.shape[3:])
+        out = self.predict_normalized_delta(params, x).astype(frames.dtype)
+        delta = out * n.delta_std.reshape(c, *shape).astype(frames.dtype) + n.delta_mean.reshape(
+            c, *shape
+        ).astype(frames.dtype)
+        return frames[:, -1] + delta
+
+    def __call__(self, state: Array) -> Array:
+        """Advance one state ``(C, *spatial)`` by ``dt`` (history 1 only).
+
+        Raises:
+            ValueError: wrong state shape, or a forecaster trained with history > 1
+                (use :meth:`step_batch` with the history window instead).
+        """
+        if self.history != 1:
+            raise ValueError(
+                f"Forecaster trained with history={self.history} cannot step a single state; "
+                "call step_batch with (B, history, C, *spatial) windows"
+            )
+        if tuple(state.shape) != self.state_shape:
+            raise ValueError(
+                f"Forecaster: state has shape {tuple(state.shape)}, expected {self.state_shape} "
+                f"(channels {self.variables}, grid {self.spec.num_points})"
+            )
+        return self.step_batch(state[None, None])[0]
+
+    advance = __call__
+
+    # ---- compatibility ------------------------------------------------------------------
+    def check_compatible(
+        self, *, variables=None, grid=None, dt=None, source: str = "target"
+    ) -> None:
+        """Refuse to run on data or a solver unlike the training data.
+
+        Args:
+            variables: channel names of the target.
+            grid: a ``solvers.Grid`` or its ``to_dict()``.
+            dt: output interval of the target.
+            source: how to name the target in the message (a path, a solver name).
+
+        Raises:
+            ValueError: naming each mismatching item and both values.
+        """
+        problems = []
+        if variables is not None and tuple(variables) != self.variables:
+            problems.append(f"variables {tuple(variables)} != trained {self.variables}")
+        if grid is not None:
+            g = grid.to_dict() if hasattr(grid, "to_dict") else dict(grid)
+            mine = self.spec.grid
+            if tuple(g["num_points"]) != tuple(mine["num_points"]):
+                problems.append(
+                    f"grid num_points {tuple(g['num_points'])} != trained {tuple(mine['num_points'])}"
+                )
+            if not np.allclose(g["domain_length"], mine["domain_length"], rtol=1e-9, atol=0):
+                problems.append(
+                    f"grid domain_length {tuple(g['domain_length'])} != trained {tuple(mine['domain_length'])}"
+                )
+        if dt is not None and not math.isclose(float(dt), self.dt, rel_tol=1e-9, abs_tol=0.0):
+            problems.append(f"dt {float(dt)} != trained {self.dt}")
+        if problems:
+            raise ValueError(f"forecaster does not match {source}: " + "; ".join(problems))
+
+    def check_solver(self, solver) -> None:
+        """:meth:`check_compatible` against a solver."""
+        self.check_compatible(
+            variables=solver.variables,
+            grid=solver.grid,
+            dt=solver.dt,
+            source=f"solver {solver.name!r}",
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Forecaster(model={self.spec.model_name!r}, variables={self.variables}, "
+            f"grid={self.spec.num_points}, dt={self.dt}, history={self.history})"
+        )
+
+
+def _flatten(f: Forecaster):
+    return (f.params, f.normalization), (f.spec, f.graphdef)
+
+
+def _unflatten(aux, children):
+    spec, graphdef = aux
+    params, normalization = children
+    return Forecaster(spec, graphdef, params, normalization)
+
+
+jax.tree_util.register_pytree_node(Forecaster, _flatten, _unflatten)

@@ -1,0 +1,469 @@
+"""The end-to-end stages, as plain functions: generate, validate, train, evaluate, hybrid.
+
+Each stage reads what the earlier ones wrote under one run directory (and the dataset
+directory), writes its own outputs atomically, and returns early when its output already
+exists and is valid, so rerunning a pipeline resumes it. Nothing here imports Hydra: the
+entry points in :mod:`surrogate.cli` turn configs into the objects these functions take.
+
+Run directory layout::
+
+    run_dir/
+      config.yaml, versions.json     resolved config and package versions
+      validation.json                dataset validation report
+      train/                         checkpoints/, best/, metrics.jsonl, metrics.csv
+      forecaster/                    the trained bundle (best validation checkpoint)
+      evaluation.nc                  skill tables (xarray)
+      hybrid/                        runs per policy/threshold, sweep.nc
+      figures/                       PNG and GIF figures
+      report.md, report.html         the report
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+log = logging.getLogger("surrogate.pipeline")
+
+
+# ---- helpers ---------------------------------------------------------------------------
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of this package and of the libraries that determine results."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in (
+        "hybrid-surrogates",
+        "jax",
+        "jaxlib",
+        "flax",
+        "optax",
+        "orbax-checkpoint",
+        "xarray",
+        "netCDF4",
+        "numpy",
+    ):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    out["jax_backend"] = jax.default_backend()
+    return out
+
+
+def write_run_metadata(run_dir: Path, resolved_config_yaml: str) -> None:
+    """Store the resolved config and the package versions next to what the run produces."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(run_dir / "config.yaml", resolved_config_yaml)
+    _atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=2))
+
+
+# ---- stage: generate -------------------------------------------------------------------
+def stage_generate(
+    solver, data_dir: Path, data_kwargs: Mapping[str, Any], *, config=None, progress=True
+) -> Path:
+    """Generate (or resume, or confirm complete) the dataset for ``solver`` in ``data_dir``."""
+    import datasets
+
+    t0 = time.perf_counter()
+    path = datasets.generate(solver, data_dir, config=config, progress=progress, **data_kwargs)
+    log.info("generate: dataset at %s (%.1f s)", path, time.perf_counter() - t0)
+    return Path(path)
+
+
+# ---- stage: validate -------------------------------------------------------------------
+def stage_validate(data_dir: Path, run_dir: Path, *, num_resimulate: int = 2) -> dict[str, Any]:
+    """Validate the dataset once per manifest version; store the report as JSON.
+
+    Raises:
+        RuntimeError: the dataset fails validation (the report names what failed).
+    """
+    import datasets
+
+    out = run_dir / "validation.json"
+    manifest_sha = _file_sha256(Path(data_dir) / "manifest.json")
+    if out.exists():
+        prev = json.loads(out.read_text())
+        if prev.get("manifest_sha256") == manifest_sha and prev.get("ok"):
+            log.info("validate: up to date (%s)", out)
+            return prev
+    t0 = time.perf_counter()
+    report = datasets.validate(data_dir, num_resimulate=num_resimulate)
+    record = {
+        "ok": bool(report.ok),
+        "manifest_sha256": manifest_sha,
+        "dataset": str(data_dir),
+        "report": str(report),
+        "checks": _report_checks(report),
+        "wall_s": time.perf_counter() - t0,
+    }
+    _atomic_write_text(out, json.dumps(record, indent=2))
+    if not report.ok:
+        raise RuntimeError(f"dataset {data_dir} failed validation:\n{report}")
+    log.info("validate: passed (%.1f s)", record["wall_s"])
+    return record
+
+
+def _report_checks(report) -> dict[str, bool]:
+    checks = getattr(report, "checks", None)
+    if isinstance(checks, Mapping):
+        return {str(k): bool(getattr(v, "ok", v)) for k, v in checks.items()}
+    if checks is not None:
+        try:
+            return {
+                str(getattr(c, "name", i)): bool(getattr(c, "ok", c)) for i, c in enumerate(checks)
+            }
+        except TypeError:
+            pass
+    return {}
+
+
+# ---- stage: train ----------------------------------------------------------------------
+def stage_train(
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    train_config,
+    progress: bool = True,
+    provenance: Mapping[str, Any] | None = None,
+):
+    """Train a forecaster on the dataset's train split; write the best one as a bundle.
+
+    Returns the loaded forecaster. Skips training when the bundle exists; resumes from the
+    checkpoints in ``run_dir/train`` when a previous run was interrupted.
+    """
+    import datasets
+    from surrogate.bundle import load_forecaster, save_forecaster
+    from surrogate.forecaster import ForecasterSpec
+    from surrogate.train import init_forecaster, train
+
+    bundle = run_dir / "forecaster"
+    info = datasets.dataset_info(data_dir)
+    if (bundle / "bundle.json").exists():
+        log.info("train: bundle exists (%s)", bundle)
+        return load_forecaster(bundle, dataset_info={**info, "path": str(data_dir)})
+    cfg = train_config
+    loader = datasets.WindowLoader(
+        data_dir,
+        "train",
+        batch_size=cfg.batch_size,
+        history=cfg.history,
+        horizon=cfg.max_rollout,
+        seed=cfg.seed,
+    )
+    val_loader = None
+    if cfg.validate_every:
+        val_loader = datasets.WindowLoader(
+            data_dir,
+            "val",
+            batch_size=cfg.batch_size,
+            history=cfg.history,
+            horizon=cfg.val_rollout_steps,
+            seed=cfg.seed,
+            shuffle=True,
+            drop_last=False,
+        )
+    stats = loader.statistics
+    spec = ForecasterSpec.create(
+        model_name=model_name,
+        model_kwargs=model_kwargs,
+        variables=info["variables"],
+        units=info.get("units", {}),
+        grid=info["grid"],
+        dt=info["dt"],
+        history=cfg.history,
+        compute_dtype=cfg.compute_dtype,
+        provenance={
+            "dataset": str(Path(data_dir).absolute()),
+            "solver": info.get("solver"),
+            "solver_config": info.get("solver_config"),
+            "train_config": cfg.to_dict(),
+            **(provenance or {}),
+        },
+    )
+    forecaster = init_forecaster(spec, stats, seed=cfg.seed)
+    t0 = time.perf_counter()
+    result = train(
+        forecaster, loader, cfg, run_dir / "train", val_loader=val_loader, progress=progress
+    )
+    log.info("train: %d steps in %.1f s", result.step, time.perf_counter() - t0)
+    save_forecaster(result.best_forecaster, bundle, overwrite=True)
+    return result.best_forecaster
+
+
+# ---- stage: evaluate -------------------------------------------------------------------
+def stage_evaluate(
+    forecaster,
+    solver,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    num_trajectories: int = 16,
+    long_rollout_steps: int | None = None,
+    coarsen_factor: int = 2,
+    batch_size: int = 16,
+):
+    """Skill of the forecaster against the test split, with persistence and coarse-solver
+    baselines; writes ``evaluation.nc`` and figures. Skips when ``evaluation.nc`` is newer
+    than the bundle."""
+    import datasets
+    from surrogate import plots
+    from surrogate.evaluate import evaluate, load_evaluation, rollout_batch, save_evaluation
+
+    out = run_dir / "evaluation.nc"
+    bundle = run_dir / "forecaster" / "bundle.json"
+    figures = run_dir / "figures"
+    if out.exists() and (not bundle.exists() or out.stat().st_mtime >= bundle.stat().st_mtime):
+        log.info("evaluate: up to date (%s)", out)
+        return load_evaluation(out)
+    truth = datasets.load_trajectories(data_dir, "test")[:num_trajectories]
+    stats = datasets.load_statistics(data_dir)
+    t0 = time.perf_counter()
+    ds = evaluate(
+        forecaster,
+        truth,
+        statistics=stats,
+        solver=solver,
+        coarsen_factor=coarsen_factor,
+        long_rollout_steps=long_rollout_steps,
+        batch_size=batch_size,
+        model_name="surrogate",
+    )
+    save_evaluation(ds, out)
+    figures.mkdir(parents=True, exist_ok=True)
+    plots.plot_skill(ds, figures / "skill.png")
+    plots.plot_spectra(ds, figures / "spectra.png")
+    forecast = np.asarray(rollout_batch(forecaster, truth[:1, 0], truth.shape[1]))
+    grid = solver.grid
+    plots.plot_snapshots(
+        truth[0],
+        forecast[0],
+        grid,
+        figures / "snapshots.png",
+        dt=solver.dt,
+        variables=solver.variables,
+        units=dict(solver.units),
+        time_units=solver.time_units,
+    )
+    plots.animate_rollout(
+        truth[0],
+        forecast[0],
+        grid,
+        figures / "rollout.gif",
+        dt=solver.dt,
+        variables=solver.variables,
+    )
+    log.info("evaluate: done (%.1f s)", time.perf_counter() - t0)
+    return ds
+
+
+def load_trained(run_dir: Path, data_dir: Path):
+    """The bundle written by :func:`stage_train`, checked against the dataset."""
+    import datasets
+    from surrogate.bundle import load_forecaster
+
+    bundle = run_dir / "forecaster"
+    if not (bundle / "bundle.json").exists():
+        raise FileNotFoundError(f"no trained forecaster at {bundle}; run the train stage first")
+    info = datasets.dataset_info(data_dir)
+    return load_forecaster(bundle, dataset_info={**info, "path": str(data_dir)})
+
+
+# ---- stage: hybrid ---------------------------------------------------------------------
+def _mean_spectrum(states: np.ndarray, grid, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Power spectrum per variable averaged over members and frames ``start:``."""
+    from surrogate.metrics import power_spectrum
+
+    frames = np.asarray(states[:, start:])
+    finite = np.all(np.isfinite(frames.reshape(frames.shape[0], -1)), axis=1)
+    if not finite.any():
+        k, _ = power_spectrum(np.zeros(frames.shape[2:]), grid)
+        return np.asarray(k), np.full((frames.shape[2], np.asarray(k).size), np.nan)
+    k, spec = power_spectrum(frames[finite], grid)
+    return np.asarray(k), np.asarray(spec).reshape(-1, *np.asarray(spec).shape[-2:]).mean(axis=0)
+
+
+def stage_hybrid(
+    runner,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    num_steps: int,
+    num_trajectories: int,
+    sweep_indicator: str | None = None,
+    sweep_thresholds=(),
+    scenarios: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Hybrid runs against the pure solver and the pure surrogate, and a threshold sweep.
+
+    Writes ``hybrid/run.nc`` (the configured policy's run and log), ``hybrid/sweep.nc``
+    (accuracy versus speed-up), ``hybrid/summary.json`` and figures. Accuracy is measured
+    against the pure-solver run from the same initial states (the dataset's test split,
+    continued past its stored frames). Skips when ``hybrid/summary.json`` is newer than
+    the forecaster bundle.
+
+    Args:
+        runner: a configured :class:`surrogate.hybrid.HybridRunner`.
+        num_steps: horizon in steps of ``dt`` (long enough for the long-run statistics).
+        num_trajectories: number of test initial states.
+        sweep_indicator, sweep_thresholds: the threshold sweep (skipped when empty).
+        scenarios: extra named runs from modified initial states, e.g.
+            ``{"amplitude_x2": 2.0}`` scales the initial anomalies (out of distribution).
+    """
+    import datasets
+    from surrogate import plots
+    from surrogate.hybrid import AlwaysSurrogate
+    from surrogate.hybrid import sweep_thresholds as sweep
+
+    out_dir = run_dir / "hybrid"
+    summary_path = out_dir / "summary.json"
+    bundle = run_dir / "forecaster" / "bundle.json"
+    if summary_path.exists() and (
+        not bundle.exists() or summary_path.stat().st_mtime >= bundle.stat().st_mtime
+    ):
+        log.info("hybrid: up to date (%s)", summary_path)
+        return json.loads(summary_path.read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth = datasets.load_trajectories(data_dir, "test")[:num_trajectories]
+    x0 = truth[:, 0]
+    grid = runner.solver.grid
+    solver_run = runner.run_solver_only(x0, num_steps)
+    reference = solver_run.states
+    surrogate_run = runner.with_policy(AlwaysSurrogate(), indicators=()).run(
+        x0, num_steps, reference=reference, check_finite=False
+    )
+    hybrid_run = runner.run(x0, num_steps, reference=reference)
+    hybrid_run.to_netcdf(out_dir / "run.nc")
+    start = num_steps // 2
+    k, spec_solver = _mean_spectrum(reference, grid, start)
+    _, spec_hybrid = _mean_spectrum(hybrid_run.states, grid, start)
+    _, spec_surrogate = _mean_spectrum(surrogate_run.states, grid, start)
+    resolved = spec_solver > 1e-12 * spec_solver.max(axis=-1, keepdims=True)
+    rel = np.where(resolved, np.abs(spec_hybrid / np.where(resolved, spec_solver, 1) - 1), 0.0)
+    rel_sur = np.where(
+        resolved, np.abs(spec_surrogate / np.where(resolved, spec_solver, 1) - 1), 0.0
+    )
+    blowups = surrogate_run.first_nonfinite_frame()
+    variables = list(runner.variables)
+    summary: dict[str, Any] = {
+        "num_steps": int(num_steps),
+        "num_trajectories": int(x0.shape[0]),
+        "dt": float(runner.solver.dt),
+        "solver": solver_run.summary(),
+        "surrogate": {
+            **surrogate_run.summary(baseline=solver_run),
+            "blown_up_members": int(np.sum(blowups >= 0)),
+            "first_blowup_time": float(np.min(blowups[blowups >= 0]) * runner.solver.dt)
+            if np.any(blowups >= 0)
+            else None,
+        },
+        "hybrid": hybrid_run.summary(baseline=solver_run),
+        "policy": runner.config().get("policy"),
+        "long_run_spectrum_max_rel_error": {
+            "hybrid": {v: float(np.nanmax(rel[i])) for i, v in enumerate(variables)},
+            "surrogate": {v: float(np.nanmax(rel_sur[i])) for i, v in enumerate(variables)},
+        },
+    }
+    runs = {"solver": solver_run, "surrogate": surrogate_run, "hybrid": hybrid_run}
+    spectra = {"solver": spec_solver, "surrogate": spec_surrogate, "hybrid": spec_hybrid}
+    sweep_ds = None
+    if sweep_indicator and len(sweep_thresholds):
+        sweep_ds = sweep(
+            runner,
+            x0,
+            num_steps,
+            list(sweep_thresholds),
+            indicator_name=sweep_indicator,
+            reference=reference,
+        )
+        sweep_ds.attrs["surrogate_speedup"] = summary["surrogate"].get("speedup", np.nan)
+        for v in variables:
+            sweep_ds.attrs[f"surrogate_mean_rmse_{v}"] = float(np.nanmean(surrogate_run.rmse[v]))
+        sweep_ds.to_netcdf(out_dir / "sweep.nc")
+        summary["sweep"] = {
+            "indicator": sweep_indicator,
+            "thresholds": [float(t) for t in sweep_thresholds],
+            "speedup": [float(x) for x in sweep_ds["speedup"].values],
+            "solver_fraction": [float(x) for x in sweep_ds["solver_fraction"].values],
+            **{
+                f"mean_rmse_{v}": [float(x) for x in sweep_ds[f"mean_rmse_{v}"].values]
+                for v in variables
+            },
+        }
+    for name, factor in (scenarios or {}).items():
+        mean = x0.mean(axis=tuple(range(2, x0.ndim)), keepdims=True)
+        xs = mean + float(factor) * (x0 - mean)
+        ref = runner.run_solver_only(xs, num_steps)
+        sur = runner.with_policy(AlwaysSurrogate(), indicators=()).run(
+            xs, num_steps, reference=ref.states, check_finite=False
+        )
+        hyb = runner.run(xs, num_steps, reference=ref.states)
+        bl = sur.first_nonfinite_frame()
+        summary[f"scenario_{name}"] = {
+            "amplitude_factor": float(factor),
+            "hybrid": hyb.summary(baseline=ref),
+            "surrogate_blown_up_members": int(np.sum(bl >= 0)),
+            "surrogate_final_rmse": {v: float(np.nanmean(sur.rmse[v][:, -1])) for v in variables},
+        }
+        runs[f"{name}: hybrid"] = hyb
+        runs[f"{name}: surrogate"] = sur
+    figures = run_dir / "figures"
+    plots.plot_hybrid_runs(
+        runs, runner.solver.dt, figures / "hybrid_rmse.png", time_units=runner.solver.time_units
+    )
+    plots.plot_engine_timeline(
+        hybrid_run,
+        runner.solver.dt,
+        figures / "hybrid_engines.png",
+        time_units=runner.solver.time_units,
+    )
+    plots.plot_long_run_spectra(k, spectra, variables, figures / "hybrid_spectra.png")
+    if sweep_ds is not None:
+        plots.plot_hybrid_tradeoff(sweep_ds, summary, variables, figures / "hybrid_tradeoff.png")
+    _atomic_write_text(summary_path, json.dumps(summary, indent=2, default=float))
+    log.info(
+        "hybrid: solver fraction %.2f, speed-up %.2fx",
+        hybrid_run.solver_fraction,
+        summary["hybrid"]["speedup"],
+    )
+    return summary
+
+
+# ---- stage: report ---------------------------------------------------------------------
+def stage_report(
+    run_dir: Path, data_dir: Path, *, timings: Mapping[str, float] | None = None
+) -> Path:
+    """Write ``report.md`` and ``report.html`` from the run directory's contents."""
+    from surrogate.report import write_report
+
+    return write_report(run_dir, data_dir, timings=timings)

@@ -1,0 +1,268 @@
+"""The run report: Markdown and a self-contained HTML page with the run's figures.
+
+Built from what the stages left in the run directory (no recomputation), so it can be
+regenerated at any time: ``hs-report`` or :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float | np.floating):
+        if not np.isfinite(x):
+            return "inf" if x > 0 else ("-inf" if x < 0 else "n/a")
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+class _Doc:
+    """Accumulates sections once, renders to Markdown and HTML."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.blocks: list[tuple[str, Any]] = []
+
+    def h(self, text: str) -> None:
+        self.blocks.append(("h", text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: list[str], rows: list[list[Any]]) -> None:
+        self.blocks.append(("table", (header, [[_fmt(c) for c in r] for r in rows])))
+
+    def img(self, path: str, caption: str) -> None:
+        self.blocks.append(("img", (path, caption)))
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, b in self.blocks:
+            if kind == "h":
+                out += [f"## {b}", ""]
+            elif kind == "p":
+                out += [b, ""]
+            elif kind == "pre":
+                out += ["```", b, "```", ""]
+            elif kind == "img":
+                out += [f"![{b[1]}]({b[0]})", f"*{b[1]}*", ""]
+            elif kind == "table":
+                header, rows = b
+                out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                out += ["| " + " | ".join(r) + " |" for r in rows]
+                out += [""]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        e = html.escape
+        body = [f"<h1>{e(self.title)}</h1>"]
+        for kind, b in self.blocks:
+            if kind == "h":
+                body.append(f"<h2>{e(b)}</h2>")
+            elif kind == "p":
+                body.append(f"<p>{e(b)}</p>")
+            elif kind == "pre":
+                body.append(f"<pre>{e(b)}</pre>")
+            elif kind == "img":
+                body.append(
+                    f'<figure><img src="{e(b[0])}" alt="{e(b[1])}"><figcaption>{e(b[1])}</figcaption></figure>'
+                )
+            elif kind == "table":
+                header, rows = b
+                body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+                body += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+                body.append("</table>")
+        style = (
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+            "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+            "pre{background:#f7f7f7;padding:8px;overflow-x:auto}figcaption{color:#555;font-size:90%}"
+        )
+        return (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(self.title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+        )
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    timings: Mapping[str, float] | None = None,
+) -> Path:
+    """Write ``report.md`` and ``report.html`` in ``run_dir``; return the HTML path."""
+    import datasets
+    from surrogate import plots
+    from surrogate.train import MetricsLog
+
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    figures = run_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    timing_path = run_dir / "timings.json"
+    all_timings = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    all_timings.update(timings or {})
+    timing_path.write_text(json.dumps(all_timings, indent=2))
+
+    info = datasets.dataset_info(data_dir)
+    doc = _Doc(f"Run report: {run_dir.name}")
+    doc.p(
+        f"Solver `{info.get('solver')}` on grid {tuple(info['grid']['num_points'])} "
+        f"(axes {tuple(info['grid']['axes'])}), output interval dt = {info['dt']:g}; "
+        f"variables {', '.join(info['variables'])}. Run directory: {run_dir}."
+    )
+
+    doc.h("Dataset")
+    counts = info.get("num_trajectories") or {}
+    rows = [
+        [k, v] for k, v in (counts.items() if isinstance(counts, Mapping) else [("all", counts)])
+    ]
+    doc.table(["split", "trajectories"], rows + [["frames per trajectory", info.get("num_frames")]])
+    doc.p(
+        f"Dataset directory: {data_dir}. Solver configuration: {json.dumps(info.get('solver_config'))}."
+    )
+    val_path = run_dir / "validation.json"
+    if val_path.exists():
+        val = json.loads(val_path.read_text())
+        doc.p(f"Validation: {'PASSED' if val['ok'] else 'FAILED'} ({val.get('wall_s', 0):.1f} s).")
+        doc.pre(val.get("report", ""))
+
+    records = MetricsLog.read(run_dir / "train")
+    if records:
+        doc.h("Training")
+        plot_records = [
+            {
+                "step": r["step"],
+                "loss": r["loss"],
+                "lr": r.get("lr"),
+                **({"val_loss": r["val_nrmse"]} if r.get("val_nrmse") is not None else {}),
+            }
+            for r in records
+        ]
+        plots.plot_training_curves(plot_records, figures / "training.png")
+        last = records[-1]
+        doc.p(
+            f"{last['step']} optimizer steps; final training loss {last['loss']:.3g} (MSE in units "
+            "of the one-step-change std); validation: normalised RMSE of rollouts."
+        )
+        doc.img("figures/training.png", "Training loss and validation rollout error against step")
+
+    ev_path = run_dir / "evaluation.nc"
+    if ev_path.exists():
+        from surrogate.evaluate import load_evaluation
+
+        ev = load_evaluation(ev_path)
+        doc.h("Skill against lead time")
+        header = [
+            "model",
+            "variable",
+            "RMSE (last lead)",
+            "ACC (last lead)",
+            "valid time (ACC > 0.6)",
+            "rollout wall time [s]",
+        ]
+        rows = []
+        for m in ev["model"].values:
+            if str(m) == "truth":
+                continue
+            for v in ev["variable"].values:
+                sel = {"model": m, "variable": v}
+                rows.append(
+                    [
+                        str(m),
+                        str(v),
+                        float(ev["rmse"].sel(sel).isel(lead_time=-1)),
+                        float(ev["acc"].sel(sel).isel(lead_time=-1)),
+                        float(ev["valid_time"].sel(sel)),
+                        float(ev["wall_time"].sel(model=m)),
+                    ]
+                )
+        doc.table(header, rows)
+        for name, caption in (
+            (
+                "skill.png",
+                "RMSE and anomaly correlation against lead time: surrogate, persistence, coarse solver",
+            ),
+            ("spectra.png", "Power spectra of forecasts and truth at selected lead times"),
+            ("snapshots.png", "Truth / surrogate forecast / error"),
+            ("rollout.gif", "Animation of a surrogate rollout beside the truth"),
+        ):
+            if (figures / name).exists():
+                doc.img(f"figures/{name}", caption)
+
+    hy_path = run_dir / "hybrid" / "summary.json"
+    if hy_path.exists():
+        hy = json.loads(hy_path.read_text())
+        doc.h("Hybrid runner")
+        rows = []
+        for name in ("solver", "surrogate", "hybrid"):
+            s = hy[name]
+            rows.append(
+                [
+                    name,
+                    s.get("solver_fraction"),
+                    s.get("wall_time"),
+                    s.get("compile_time"),
+                    s.get("speedup", 1.0 if name == "solver" else None),
+                    ", ".join(f"{k}={_fmt(v)}" for k, v in (s.get("final_rmse") or {}).items()),
+                ]
+            )
+        doc.table(
+            [
+                "run",
+                "solver fraction",
+                "wall time [s]",
+                "compile time [s]",
+                "speed-up",
+                "final RMSE vs solver",
+            ],
+            rows,
+        )
+        spec = hy.get("long_run_spectrum_max_rel_error", {})
+        doc.p(
+            f"Horizon {hy['num_steps']} steps of dt = {hy['dt']:g} for {hy['num_trajectories']} trajectories. "
+            f"Pure surrogate: {hy['surrogate'].get('blown_up_members', 0)} of {hy['num_trajectories']} members blew up "
+            f"(first at t = {_fmt(hy['surrogate'].get('first_blowup_time'))}). Long-run spectrum, largest relative "
+            f"deviation from the solver's over resolved wavenumbers: hybrid {spec.get('hybrid')}, surrogate {spec.get('surrogate')}."
+        )
+        for key, val in hy.items():
+            if key.startswith("scenario_"):
+                doc.p(
+                    f"Out-of-distribution scenario {key[9:]} (initial anomalies x{val['amplitude_factor']:g}): hybrid used the "
+                    f"solver on {100 * val['hybrid']['solver_fraction']:.0f}% of steps (speed-up "
+                    f"{_fmt(val['hybrid'].get('speedup'))}); pure surrogate blew up in "
+                    f"{val['surrogate_blown_up_members']} members, final RMSE {val['surrogate_final_rmse']}."
+                )
+        for name, caption in (
+            ("hybrid_tradeoff.png", "Accuracy versus speed-up over the indicator threshold sweep"),
+            ("hybrid_rmse.png", "Error against the pure solver over time"),
+            ("hybrid_engines.png", "Engine used per step and trajectory"),
+            ("hybrid_spectra.png", "Long-run mean spectra"),
+        ):
+            if (figures / name).exists():
+                doc.img(f"figures/{name}", caption)
+
+    if all_timings:
+        doc.h("Wall times")
+        doc.table(["stage", "wall time [s]"], [[k, v] for k, v in all_timings.items()])
+    versions = run_dir / "versions.json"
+    if versions.exists():
+        doc.h("Versions")
+        doc.pre(versions.read_text())
+
+    (run_dir / "report.md").write_text(doc.markdown())
+    out = run_dir / "report.html"
+    out.write_text(doc.html())
+    return out
