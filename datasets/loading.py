@@ -1,0 +1,503 @@
+"""Reading datasets: lazy xarray views, whole splits as arrays, and the window loader.
+
+Training samples are *windows* of one trajectory: ``history`` consecutive input frames
+followed by the ``horizon`` frames to predict. With ``T`` frames per trajectory there are
+``T - history - horizon + 1`` windows per trajectory, numbered trajectory-major.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import pathlib
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+from xarray.backends import BackendArray, CachingFileManager
+from xarray.core import indexing
+
+from datasets import storage
+from datasets.manifest import (
+    MANIFEST_NAME,
+    dataset_dir,
+    read_manifest,
+    shard_rows,
+    stored_trajectories,
+)
+
+# netCDF-C/HDF5 are not thread-safe; every read in this module goes through this lock.
+_HDF5_LOCK = threading.Lock()
+_MAX_OPEN_FILES = 32
+
+
+def dataset_info(path: str | pathlib.Path) -> dict[str, Any]:
+    """Metadata of a dataset, from its manifest (no data read).
+
+    Returns:
+        ``solver``, ``solver_config``, ``variables``, ``units``, ``long_names``,
+        ``time_units``, ``grid`` (``Grid.to_dict()``), ``dt``, ``precision``,
+        ``state_shape``, ``num_frames``, ``num_trajectories`` (stored, per split and
+        ``"total"``), ``splits`` (index ranges), ``seed``, ``spinup_steps``, ``complete``,
+        ``skipped`` and ``path``.
+    """
+    directory = dataset_dir(path)
+    m = read_manifest(directory)
+    layout, spec = m["layout"], m["spec"]
+    counts = {name: int(stored_trajectories(m, name).size) for name in m["splits"]}
+    counts["total"] = int(stored_trajectories(m).size)
+    return {
+        "path": str(directory),
+        "solver": m["solver"],
+        "solver_config": dict(m["solver_config"]),
+        "variables": tuple(layout["variables"]),
+        "units": dict(layout["units"]),
+        "long_names": dict(layout["long_names"]),
+        "time_units": layout["time_units"],
+        "grid": dict(layout["grid"]),
+        "dt": float(layout["dt"]),
+        "precision": layout["precision"],
+        "state_shape": tuple(layout["state_shape"]),
+        "num_frames": int(spec["num_frames"]),
+        "num_trajectories": counts,
+        "splits": {k: tuple(v) for k, v in m["splits"].items()},
+        "seed": int(spec["seed"]),
+        "spinup_steps": int(spec["spinup_steps"]),
+        "complete": bool(m["complete"]),
+        "skipped": list(m.get("skipped", [])),
+    }
+
+
+# ---- lazy xarray view -----------------------------------------------------------------
+class _ShardedArray(BackendArray):
+    """One variable of all shards as a lazily indexed ``(trajectory, time, *spatial)`` array.
+
+    Implements xarray's backend-array protocol (outer indexing), reading only the
+    requested rows of the shards they live in; files are opened through xarray's
+    ``CachingFileManager`` (bounded number of open files).
+    """
+
+    def __init__(self, managers, offsets: np.ndarray, name: str, shape, dtype) -> None:
+        self.managers, self.offsets, self.name = managers, offsets, name
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    def __getitem__(self, key):
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._read
+        )
+
+    def _read(self, key: tuple) -> np.ndarray:
+        first, rest = key[0], tuple(key[1:])
+        scalar = isinstance(first, int | np.integer)
+        rows = np.atleast_1d(np.arange(self.shape[0])[first])
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((rows.size, *_indexed_shape(self.shape[1:], rest)), self.dtype)
+        for s in np.unique(shard):
+            where = np.flatnonzero(shard == s)
+            with _HDF5_LOCK:
+                var = self.managers[s].acquire().variables[self.name]
+                var.set_auto_maskandscale(False)
+                out[where] = _orthogonal_read(var, (rows[where] - self.offsets[s], *rest))
+        return out[0] if scalar else out
+
+
+def _orthogonal_read(var, key: tuple) -> np.ndarray:
+    """``var[key]`` with outer indexing, for any (also unsorted, repeated) integer arrays.
+
+    netCDF4 wants increasing integer sequences; read the sorted unique indices and
+    reorder afterwards.
+    """
+    sorted_key, restore = [], []
+    for axis, k in enumerate(key):
+        if isinstance(k, np.ndarray):
+            uniq, inverse = np.unique(k, return_inverse=True)
+            sorted_key.append(uniq)
+            restore.append((axis, inverse))
+        else:
+            sorted_key.append(k)
+    out = np.asarray(var[tuple(sorted_key)])
+    # Integer (scalar) keys drop their axis; shift the axes of later array keys.
+    dropped = [i for i, k in enumerate(key) if isinstance(k, int | np.integer)]
+    for axis, inverse in restore:
+        out = np.take(out, inverse, axis=axis - sum(d < axis for d in dropped))
+    return out
+
+
+def _indexed_shape(shape, key) -> tuple[int, ...]:
+    dims = []
+    for n, k in zip(shape, key + (slice(None),) * (len(shape) - len(key)), strict=True):
+        if isinstance(k, int | np.integer):
+            continue
+        dims.append(len(range(n)[k]) if isinstance(k, slice) else len(k))
+    return tuple(dims)
+
+
+def open_dataset(path: str | pathlib.Path, split: str | None = None):
+    """Open all shards of a dataset lazily as one ``xarray.Dataset`` (no dask needed).
+
+    Args:
+        path: dataset directory (or its ``manifest.json``).
+        split: keep only the trajectories of this split (e.g. ``"train"``); all if None.
+
+    Returns:
+        A Dataset with one variable per physical variable, dims ``(trajectory, time,
+        *spatial)``, the shards' CF attributes plus ``created`` from the manifest. Values
+        are read on access (``.values``, ``.load()``); close it when done.
+
+    Raises:
+        KeyError: unknown split.
+    """
+    import netCDF4
+    import xarray as xr
+
+    directory = dataset_dir(path)
+    m = read_manifest(directory)
+    layout = m["layout"]
+    if not m["shards"]:
+        raise ValueError(f"{directory} holds no finished shards yet")
+    managers = [
+        CachingFileManager(netCDF4.Dataset, str(directory / s["file"]), mode="r")
+        for s in m["shards"]
+    ]
+    counts = [s["stored"] for s in m["shards"]]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    trajectories = np.concatenate([np.asarray(_stored_ids(s), dtype=np.int64) for s in m["shards"]])
+    with xr.open_dataset(
+        directory / m["shards"][0]["file"], engine="netcdf4", decode_times=False, cache=False
+    ) as first:
+        coords = {k: first[k].variable.load() for k in first.coords if k != "trajectory"}
+        var_attrs = {v: dict(first[v].attrs) for v in layout["variables"]}
+        attrs = dict(first.attrs)
+    for k in ("shard_index",):
+        attrs.pop(k, None)
+    attrs["created"] = m.get("created", "")
+    attrs["manifest"] = str(directory / MANIFEST_NAME)
+    dims = ("trajectory", "time", *layout["grid"]["axes"])
+    shape = (int(sum(counts)), int(m["spec"]["num_frames"]), *layout["grid"]["num_points"])
+    data_vars = {
+        v: xr.Variable(
+            dims,
+            indexing.LazilyIndexedArray(
+                _ShardedArray(managers, offsets, v, shape, layout["precision"])
+            ),
+            attrs=var_attrs[v],
+        )
+        for v in layout["variables"]
+    }
+    coords["trajectory"] = xr.Variable(
+        "trajectory", trajectories, attrs={"long_name": "trajectory index", "units": "1"}
+    )
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    ds.set_close(lambda: [mgr.close() for mgr in managers])
+    if split is not None:
+        keep = np.isin(trajectories, stored_trajectories(m, split))
+        ds = ds.isel(trajectory=np.flatnonzero(keep))
+    return ds
+
+
+def _stored_ids(shard: Mapping[str, Any]) -> list[int]:
+    start, stop = shard["trajectories"]
+    skipped = {s["trajectory"] for s in shard.get("skipped", [])}
+    return [i for i in range(start, stop) if i not in skipped]
+
+
+def load_trajectories(
+    path: str | pathlib.Path, split: str | None = None, dtype: str | np.dtype | None = None
+) -> np.ndarray:
+    """One split as a contiguous array ``(N, T, C, *spatial)`` (trajectory order).
+
+    Args:
+        path: dataset directory.
+        split: split name, or None for every stored trajectory.
+        dtype: output dtype (default: the stored precision).
+    """
+    directory = dataset_dir(path)
+    m = read_manifest(directory)
+    layout = m["layout"]
+    ids = stored_trajectories(m, split)
+    dtype = np.dtype(layout["precision"] if dtype is None else dtype)
+    out = np.empty((ids.size, m["spec"]["num_frames"], *layout["state_shape"]), dtype)
+    at = 0
+    for shard, rows in shard_rows(m, ids):
+        with _HDF5_LOCK:
+            x = storage.read_frames(
+                directory / shard["file"], layout["variables"], rows, dtype=dtype
+            )
+        out[at : at + x.shape[0]] = x
+        at += x.shape[0]
+    return out
+
+
+# ---- the window loader ------------------------------------------------------------------
+class WindowLoader:
+    """Reproducibly shuffled batches of ``(history -> horizon)`` windows of a dataset split.
+
+    Batch ``step`` is a pure function of ``(seed, step)``: epoch ``e = step //
+    steps_per_epoch`` visits all windows in the order of
+    ``numpy.random.default_rng([seed, e]).permutation(num_windows)``, so a training run
+    resumed at step ``s`` sees exactly the batches it would have seen.
+
+    The split is held in RAM as one contiguous array ``(N, T, C, *spatial)`` of ``dtype``
+    when it fits ``memory_budget_bytes``; a batch is then one fancy-indexing gather.
+    Larger splits are read per batch from the shards (sorted reads, chunk-aligned).
+
+    Args:
+        path: dataset directory.
+        split: split name.
+        batch_size: windows per batch ``B``.
+        history: input frames per window (>= 1).
+        horizon: target frames per window (>= 1).
+        seed: shuffling seed (>= 0).
+        shuffle: permute windows per epoch (else trajectory-major order).
+        drop_last: drop a final partial batch of an epoch.
+        prefetch: batches prepared ahead by :meth:`iterate`'s background thread (0: none).
+        dtype: dtype of the returned arrays (conversion happens once, at load).
+        memory_budget_bytes: largest split held in RAM (default 4 GiB).
+
+    Raises:
+        ValueError: a bad argument (named), or no window fits in the trajectories.
+    """
+
+    def __init__(
+        self,
+        path: str | pathlib.Path,
+        split: str = "train",
+        *,
+        batch_size: int,
+        history: int = 1,
+        horizon: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        prefetch: int = 2,
+        dtype: str | np.dtype = "float32",
+        memory_budget_bytes: int = 4 << 30,
+    ) -> None:
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("history", history, 1),
+            ("horizon", horizon, 1),
+            ("seed", seed, 0),
+            ("prefetch", prefetch, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"WindowLoader: {name} must be an int >= {low}, got {value!r}")
+        self.path = dataset_dir(path)
+        self._manifest = read_manifest(self.path)
+        self.split = split
+        self.batch_size, self.history, self.horizon = int(batch_size), int(history), int(horizon)
+        self.seed, self.shuffle, self.drop_last = int(seed), bool(shuffle), bool(drop_last)
+        self.prefetch = int(prefetch)
+        self.dtype = np.dtype(dtype)
+        layout = self._manifest["layout"]
+        self._ids = stored_trajectories(self._manifest, split)
+        self.num_frames = int(self._manifest["spec"]["num_frames"])
+        self.window_length = self.history + self.horizon
+        self.windows_per_trajectory = self.num_frames - self.window_length + 1
+        if self.windows_per_trajectory < 1:
+            raise ValueError(
+                f"WindowLoader: history + horizon = {self.window_length} exceeds the "
+                f"{self.num_frames} frames per trajectory of {self.path}"
+            )
+        if self._ids.size == 0:
+            raise ValueError(f"WindowLoader: split {split!r} of {self.path} holds no trajectories")
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"WindowLoader: batch_size {batch_size} exceeds the {self.num_windows} windows "
+                f"of split {split!r} with drop_last=True"
+            )
+        nbytes = self._ids.size * self.num_frames * int(np.prod(layout["state_shape"]))
+        self.in_memory = nbytes * self.dtype.itemsize <= memory_budget_bytes
+        self._data = load_trajectories(self.path, split, self.dtype) if self.in_memory else None
+        self._locate = None if self.in_memory else self._build_locator()
+        self._perm_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._handles: collections.OrderedDict[pathlib.Path, Any] = collections.OrderedDict()
+        self._statistics = None
+
+    # ---- metadata
+    @property
+    def num_trajectories(self) -> int:
+        return int(self._ids.size)
+
+    @property
+    def num_windows(self) -> int:
+        return self.num_trajectories * self.windows_per_trajectory
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n, b = self.num_windows, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(self._manifest["layout"]["variables"])
+
+    @property
+    def grid(self) -> dict[str, Any]:
+        """``Grid.to_dict()`` of the data plus ``coords`` (axis name -> values)."""
+        grid = dict(self._manifest["layout"]["grid"])
+        grid["coords"] = storage.grid_coords(grid)
+        return grid
+
+    @property
+    def dt(self) -> float:
+        return float(self._manifest["layout"]["dt"])
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dataset_info(self.path)
+
+    @property
+    def statistics(self):
+        """Training-split :class:`~datasets.statistics.Statistics` (loaded, or computed)."""
+        if self._statistics is None:
+            from datasets.statistics import compute_statistics, load_statistics
+
+            try:
+                self._statistics = load_statistics(self.path)
+            except (FileNotFoundError, ValueError):
+                try:
+                    self._statistics = compute_statistics(self.path)
+                except OSError:  # read-only dataset directory: compute without storing
+                    self._statistics = compute_statistics(self.path, store=False)
+        return self._statistics
+
+    def trajectories(self) -> np.ndarray:
+        """The whole split ``(N, T, C, *spatial)`` of ``dtype`` (for evaluation)."""
+        if self._data is not None:
+            return self._data
+        return load_trajectories(self.path, self.split, self.dtype)
+
+    # ---- batches
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_windows)
+        perm = self._perm_cache.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
+            self._perm_cache[epoch] = perm
+            while len(self._perm_cache) > 2:
+                self._perm_cache.popitem(last=False)
+        return perm
+
+    def window_indices(self, step: int) -> np.ndarray:
+        """Window numbers of batch ``step`` (``trajectory_row * W + t0``)."""
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"WindowLoader: step must be an int >= 0, got {step!r}")
+        epoch, within = divmod(int(step), self.steps_per_epoch)
+        b = self.batch_size
+        return self._permutation(epoch)[within * b : (within + 1) * b]
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``step``: ``inputs (B, history, C, *spatial)``, ``targets (B, horizon, C,
+        *spatial)``, where targets are the frames right after the inputs."""
+        w = self.window_indices(step)
+        rows, t0 = np.divmod(w, self.windows_per_trajectory)
+        if self._data is not None:
+            frames = self._data[rows[:, None], t0[:, None] + np.arange(self.window_length)]
+        else:
+            frames = self._read_windows(rows, t0)
+        return frames[:, : self.history], frames[:, self.history :]
+
+    def iterate(
+        self, start_step: int = 0, num_steps: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(step, inputs, targets)`` from ``start_step`` (forever if ``num_steps`` is
+        None), preparing up to ``prefetch`` batches ahead in a background thread."""
+        stop = None if num_steps is None else start_step + int(num_steps)
+        steps = iter(range(start_step, stop) if stop is not None else _count(start_step))
+        if self.prefetch == 0:
+            for s in steps:
+                yield (s, *self.batch(s))
+            return
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        halt = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for s in steps:
+                    item = (s, *self.batch(s))
+                    while not halt.is_set():
+                        with contextlib.suppress(queue.Full):
+                            q.put(item, timeout=0.1)
+                            break
+                    if halt.is_set():
+                        return
+                q.put(done)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                q.put(e)
+
+        thread = threading.Thread(target=produce, name="WindowLoader-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            halt.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    q.get_nowait()
+            thread.join(timeout=5)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        return self.iterate()
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    # ---- lazy reads
+    def _build_locator(self):
+        files, local = [], []
+        for shard, rows in shard_rows(self._manifest, self._ids):
+            files.extend([self.path / shard["file"]] * rows.size)
+            local.extend(rows.tolist())
+        return files, np.asarray(local)
+
+    def _read_windows(self, rows: np.ndarray, t0: np.ndarray) -> np.ndarray:
+        files, local = self._locate
+        layout = self._manifest["layout"]
+        out = np.empty((rows.size, self.window_length, *layout["state_shape"]), self.dtype)
+        # Sorted reads: consecutive windows of one trajectory share decompressed chunks.
+        for i in np.lexsort((t0, rows)):
+            window = slice(int(t0[i]), int(t0[i]) + self.window_length)
+            with _HDF5_LOCK:
+                nc = self._handle(files[rows[i]])
+                for c, v in enumerate(layout["variables"]):
+                    out[i, :, c] = nc.variables[v][local[rows[i]], window]
+        return out
+
+    def _handle(self, file: pathlib.Path):
+        """An open netCDF4 handle from a small LRU cache (call under ``_HDF5_LOCK``)."""
+        import netCDF4
+
+        nc = self._handles.pop(file, None)
+        if nc is None:
+            nc = netCDF4.Dataset(file, "r")
+            nc.set_auto_mask(False)
+        self._handles[file] = nc
+        while len(self._handles) > _MAX_OPEN_FILES:
+            self._handles.popitem(last=False)[1].close()
+        return nc
+
+    def close(self) -> None:
+        """Close the files a lazy loader holds open (in-memory loaders hold none)."""
+        with _HDF5_LOCK:
+            while self._handles:
+                self._handles.popitem()[1].close()
+
+
+def _count(start: int) -> Iterator[int]:
+    while True:
+        yield start
+        start += 1
+
+
+__all__ = ["WindowLoader", "dataset_info", "load_trajectories", "open_dataset"]

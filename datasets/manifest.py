@@ -1,0 +1,194 @@
+"""The dataset manifest: one JSON file that names the shards and holds the provenance.
+
+``manifest.json`` is the single source of truth of a dataset directory. Its keys:
+
+- ``format``, ``format_version``: ``"hybrid-surrogates-dataset"``, ``1``.
+- ``spec``: every input that determines the shard bytes (solver name and config, counts,
+  seed, spin-up, shard size, split fractions, non-finite policy, stored run config,
+  package version). A rerun resumes only when its spec is equal.
+- ``layout``: ``variables``, ``units``, ``long_names``, ``time_units``, ``grid``
+  (``Grid.to_dict()``), ``dt``, ``precision``, ``state_shape``.
+- ``solver``, ``solver_class`` (``"module:QualName"``), ``solver_config``.
+- ``splits``: ``{name: [start, stop)}`` contiguous trajectory index ranges.
+- ``shards``: finished shards, each ``{"index", "file", "trajectories": [start, stop],
+  "stored", "skipped", "sha256", "size"}``; ``skipped`` lists the trajectories dropped
+  for non-finite values (``{"trajectory", "frame", "time"}``).
+- ``complete``, ``created``, ``history`` (timestamped events), ``libraries``.
+
+Timestamps live here and only here, so the shard files stay byte-deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from datasets.storage import canonical_json
+
+MANIFEST_NAME = "manifest.json"
+STATISTICS_NAME = "statistics.nc"
+FORMAT = "hybrid-surrogates-dataset"
+FORMAT_VERSION = 1
+DEFAULT_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+class ManifestError(ValueError):
+    """A dataset directory has no readable, well-formed manifest."""
+
+
+def dataset_dir(path: str | pathlib.Path) -> pathlib.Path:
+    """The dataset directory of ``path`` (a directory or its ``manifest.json``)."""
+    p = pathlib.Path(path)
+    return p.parent if p.name == MANIFEST_NAME else p
+
+
+def read_manifest(path: str | pathlib.Path) -> dict[str, Any]:
+    """Load and minimally check ``manifest.json`` of a dataset directory.
+
+    Raises:
+        FileNotFoundError: no such directory or no manifest in it.
+        ManifestError: the manifest is not JSON or not a dataset manifest.
+    """
+    directory = dataset_dir(path)
+    file = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise FileNotFoundError(f"dataset directory {directory} does not exist")
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{file} not found: {directory} is not a dataset directory (or its generation "
+            "never started)"
+        )
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ManifestError(f"{file} is not a {FORMAT!r} manifest (key 'format' missing/wrong)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(
+            f"{file}: format_version {manifest.get('format_version')!r} is not supported "
+            f"(this package reads {FORMAT_VERSION})"
+        )
+    missing = [
+        k
+        for k in ("spec", "layout", "splits", "shards", "solver", "solver_config")
+        if k not in manifest
+    ]
+    if missing:
+        raise ManifestError(f"{file} lacks key(s) {missing}")
+    return manifest
+
+
+def check_splits(splits: Mapping[str, float]) -> dict[str, float]:
+    """Validate split fractions: names are non-empty strings, values >= 0 summing to 1.
+
+    Raises:
+        ValueError: naming the bad split.
+    """
+    if not isinstance(splits, Mapping) or not splits:
+        raise ValueError(f"splits must be a non-empty mapping name -> fraction, got {splits!r}")
+    out = {}
+    for name, frac in splits.items():
+        if not isinstance(name, str) or not name or name.strip() != name:
+            raise ValueError(f"splits: names must be non-empty strings, got {name!r}")
+        if not isinstance(frac, int | float) or not math.isfinite(frac) or frac < 0:
+            raise ValueError(f"splits: fraction of {name!r} must be a number >= 0, got {frac!r}")
+        out[name] = float(frac)
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"splits: fractions must sum to 1, got {total} from {out}")
+    return out
+
+
+def split_ranges(num_trajectories: int, splits: Mapping[str, float]) -> dict[str, list[int]]:
+    """Contiguous ``[start, stop)`` trajectory ranges per split, in the given order.
+
+    Counts are ``fraction * num_trajectories`` rounded by largest remainder, so they sum
+    to ``num_trajectories``. Trajectories are i.i.d. draws, so contiguous ranges are as
+    random an assignment as a shuffled one and simpler to read.
+    """
+    fracs = check_splits(splits)
+    exact = [f * num_trajectories for f in fracs.values()]
+    counts = [math.floor(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: num_trajectories - sum(counts)]:
+        counts[i] += 1
+    out, start = {}, 0
+    for name, count in zip(fracs, counts, strict=True):
+        out[name] = [start, start + count]
+        start += count
+    return out
+
+
+def stored_trajectories(manifest: Mapping[str, Any], split: str | None = None) -> np.ndarray:
+    """Sorted global indices of the trajectories present in finished shards (of a split).
+
+    Raises:
+        KeyError: unknown split name (the message lists the known ones).
+    """
+    present = []
+    for shard in manifest["shards"]:
+        start, stop = shard["trajectories"]
+        skipped = {s["trajectory"] for s in shard.get("skipped", [])}
+        present.extend(i for i in range(start, stop) if i not in skipped)
+    present = np.asarray(sorted(present), dtype=np.int64)
+    if split is None:
+        return present
+    if split not in manifest["splits"]:
+        raise KeyError(f"unknown split {split!r}; this dataset has {list(manifest['splits'])}")
+    lo, hi = manifest["splits"][split]
+    return present[(present >= lo) & (present < hi)]
+
+
+def shard_rows(
+    manifest: Mapping[str, Any], trajectories: np.ndarray
+) -> list[tuple[dict, np.ndarray]]:
+    """Group global trajectory indices by shard: ``[(shard_record, local_rows), ...]``.
+
+    Local rows index the shard's ``trajectory`` dimension (skipped trajectories are not
+    stored, so rows shift past them).
+    """
+    wanted = set(int(i) for i in trajectories)
+    out = []
+    for shard in manifest["shards"]:
+        start, stop = shard["trajectories"]
+        skipped = {s["trajectory"] for s in shard.get("skipped", [])}
+        stored = [i for i in range(start, stop) if i not in skipped]
+        rows = [r for r, i in enumerate(stored) if i in wanted]
+        if rows:
+            out.append((shard, np.asarray(rows, dtype=np.int64)))
+    return out
+
+
+def fingerprint(manifest: Mapping[str, Any]) -> str:
+    """sha256 over the spec and the shard checksums: changes whenever the data can."""
+    shards = [(s["file"], s["sha256"]) for s in manifest["shards"]]
+    return hashlib.sha256(canonical_json([manifest["spec"], shards]).encode()).hexdigest()
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys (for readable differences between specs)."""
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def describe_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """Lines ``key: stored X, requested Y`` for every differing (dotted) key."""
+    a, b = flatten(stored), flatten(requested)
+    lines = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "<absent>") != b.get(k, "<absent>"):
+            lines.append(
+                f"{k}: stored {a.get(k, '<absent>')!r}, requested {b.get(k, '<absent>')!r}"
+            )
+    return lines

@@ -1,0 +1,237 @@
+"""Normalisation statistics of a dataset, from its training split only.
+
+Per variable ``c`` over training trajectories ``n``, frames ``t`` and grid points ``x``:
+
+    state_mean[c] = mean_{n,t,x} u[n,t,c,x]          state_std[c]  (population std)
+    delta_mean[c] = mean_{n,t,x} (u[n,t+1,c,x] - u[n,t,c,x])      delta_std[c]
+    climatology[c, x] = mean_{n,t} u[n,t,c,x]        (for anomaly correlation)
+
+Computed in float64 in one streamed pass, shard by shard (Chan et al.'s pairwise update
+of mean and sum of squared deviations, so memory does not grow with the dataset and the
+variance does not cancel catastrophically), and stored as ``statistics.nc`` in the dataset
+directory, tagged with the dataset fingerprint so stale statistics are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from datasets import storage
+from datasets.manifest import (
+    STATISTICS_NAME,
+    dataset_dir,
+    fingerprint,
+    read_manifest,
+    shard_rows,
+    stored_trajectories,
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Statistics:
+    """Per-variable normalisation statistics (float64 numpy arrays).
+
+    Attributes:
+        variables: channel names, length ``C``.
+        state_mean, state_std: ``(C,)`` mean and standard deviation of the states.
+        delta_mean, delta_std: ``(C,)`` of the one-step changes ``u(t + dt) - u(t)``.
+        climatology: ``(C, *spatial)`` mean field over trajectories and time.
+        num_trajectories: training trajectories they were computed from.
+    """
+
+    variables: tuple[str, ...]
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    delta_mean: np.ndarray
+    delta_std: np.ndarray
+    climatology: np.ndarray
+    num_trajectories: int = 0
+
+    def __post_init__(self) -> None:
+        c = len(self.variables)
+        object.__setattr__(self, "variables", tuple(str(v) for v in self.variables))
+        for name in ("state_mean", "state_std", "delta_mean", "delta_std", "climatology"):
+            value = np.array(getattr(self, name), dtype=np.float64)
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+            if name != "climatology" and value.shape != (c,):
+                raise ValueError(f"Statistics.{name} must have shape ({c},), got {value.shape}")
+        if self.climatology.ndim < 2 or self.climatology.shape[0] != c:
+            raise ValueError(
+                f"Statistics.climatology must have shape ({c}, *spatial), "
+                f"got {self.climatology.shape}"
+            )
+
+    def __repr__(self) -> str:
+        def fmt(a: np.ndarray) -> str:
+            return "[" + ", ".join(f"{x:.4g}" for x in a) + "]"
+
+        return (
+            f"Statistics(variables={self.variables}, state_mean={fmt(self.state_mean)}, "
+            f"state_std={fmt(self.state_std)}, delta_mean={fmt(self.delta_mean)}, "
+            f"delta_std={fmt(self.delta_std)}, climatology.shape={self.climatology.shape}, "
+            f"num_trajectories={self.num_trajectories})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form (for bundling with a trained model; no pickle)."""
+        return {
+            "variables": list(self.variables),
+            "state_mean": self.state_mean.tolist(),
+            "state_std": self.state_std.tolist(),
+            "delta_mean": self.delta_mean.tolist(),
+            "delta_std": self.delta_std.tolist(),
+            "climatology": self.climatology.tolist(),
+            "num_trajectories": self.num_trajectories,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Statistics:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+class _Moments:
+    """Running count, mean and sum of squared deviations per channel (Chan's update)."""
+
+    def __init__(self, channels: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(channels)
+        self.m2 = np.zeros(channels)
+
+    def add(self, x: np.ndarray) -> None:
+        """``x``: ``(n, T, C, *spatial)`` float64."""
+        axes = tuple(i for i in range(x.ndim) if i != 2)
+        n = x.size // x.shape[2]
+        if n == 0:
+            return
+        mean = x.mean(axis=axes)
+        shape = [1] * x.ndim
+        shape[2] = -1
+        m2 = ((x - mean.reshape(shape)) ** 2).sum(axis=axes)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.count)
+
+
+def compute_statistics(
+    path: str | pathlib.Path, *, split: str = "train", store: bool = True
+) -> Statistics:
+    """Compute normalisation statistics from one split (training by default).
+
+    Args:
+        path: dataset directory (or its ``manifest.json``).
+        split: the split to use; statistics must come from training data only.
+        store: also write ``statistics.nc`` into the dataset directory (atomically).
+
+    Returns:
+        The :class:`Statistics`.
+
+    Raises:
+        ValueError: the split holds no trajectories.
+    """
+    directory = dataset_dir(path)
+    manifest = read_manifest(directory)
+    layout = manifest["layout"]
+    variables = layout["variables"]
+    trajectories = stored_trajectories(manifest, split)
+    if trajectories.size == 0:
+        raise ValueError(f"split {split!r} of {directory} holds no trajectories")
+    states, deltas = _Moments(len(variables)), _Moments(len(variables))
+    clim = np.zeros(layout["state_shape"])
+    frames = 0
+    for shard, rows in shard_rows(manifest, trajectories):
+        x = storage.read_frames(directory / shard["file"], variables, rows, dtype=np.float64)
+        states.add(x)
+        deltas.add(np.diff(x, axis=1))
+        clim += x.sum(axis=(0, 1))
+        frames += x.shape[0] * x.shape[1]
+    stats = Statistics(
+        variables=tuple(variables),
+        state_mean=states.mean,
+        state_std=states.std,
+        delta_mean=deltas.mean,
+        delta_std=deltas.std,
+        climatology=clim / frames,
+        num_trajectories=int(trajectories.size),
+    )
+    if store:
+        _write(directory, stats, manifest, split)
+    return stats
+
+
+def _write(directory: pathlib.Path, stats: Statistics, manifest: Mapping, split: str) -> None:
+    import xarray as xr
+
+    axes = manifest["layout"]["grid"]["axes"]
+    ds = xr.Dataset(
+        {
+            "state_mean": ("variable", stats.state_mean),
+            "state_std": ("variable", stats.state_std),
+            "delta_mean": ("variable", stats.delta_mean),
+            "delta_std": ("variable", stats.delta_std),
+            "climatology": (("variable", *axes), stats.climatology),
+        },
+        coords={"variable": np.asarray(stats.variables, dtype=object)},
+        attrs={
+            "title": "normalisation statistics",
+            "split": split,
+            "num_trajectories": stats.num_trajectories,
+            "dataset_fingerprint": fingerprint(manifest),
+            "comment": "delta = frame t+1 minus frame t of the same trajectory; std with ddof=0",
+        },
+    )
+    for name in ds.data_vars:
+        ds[name].encoding = {"_FillValue": None}
+    final = directory / STATISTICS_NAME
+    tmp = storage.temporary_path(final)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        storage.commit(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_statistics(path: str | pathlib.Path) -> Statistics:
+    """Load ``statistics.nc`` of a dataset, refusing statistics of other data.
+
+    Raises:
+        FileNotFoundError: none stored yet (call :func:`compute_statistics`).
+        ValueError: they were computed for a different version of the dataset.
+    """
+    import xarray as xr
+
+    directory = dataset_dir(path)
+    file = directory / STATISTICS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{file} not found; call datasets.compute_statistics({directory!s})"
+        )
+    manifest = read_manifest(directory)
+    with xr.open_dataset(file, engine="netcdf4") as ds:
+        ds = ds.load()
+    if ds.attrs.get("dataset_fingerprint") != fingerprint(manifest):
+        raise ValueError(
+            f"{file} was computed for different data than {directory} now holds (the dataset "
+            "was regenerated); call datasets.compute_statistics to recompute"
+        )
+    return Statistics(
+        variables=tuple(str(v) for v in ds["variable"].values),
+        state_mean=ds["state_mean"].values,
+        state_std=ds["state_std"].values,
+        delta_mean=ds["delta_mean"].values,
+        delta_std=ds["delta_std"].values,
+        climatology=ds["climatology"].values,
+        num_trajectories=int(ds.attrs["num_trajectories"]),
+    )

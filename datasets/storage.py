@@ -1,0 +1,342 @@
+"""File-level plumbing: atomic writes, checksums, the writer lock, and CF netCDF shards.
+
+Everything here is about bytes on disk and nothing about solvers. A shard is a netCDF4
+(HDF5) file written through xarray holding consecutive trajectories of one dataset:
+
+    <variable>(trajectory, time, [y,] x)     one per physical variable, solver precision
+    trajectory(trajectory)                   global trajectory index (int64)
+    time(time)                               0, dt, ..., (T-1) dt, units = solver time units
+    <axis>(<axis>)                           grid coordinates with units and long_name
+
+Shard bytes are a deterministic function of their content: netCDF-C/HDF5 do not track
+object times by default and the global attributes hold no timestamps (those live in the
+manifest), so the same trajectories give the same sha256 on every run (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import pathlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+SHARD_PREFIX = "shard-"
+SHARD_SUFFIX = ".nc"
+TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+# Chunks of about this many bytes: a window of a few consecutive frames of one trajectory
+# then touches one or two chunks, and a chunk is read (and decompressed) in about a
+# millisecond. Measured in benchmarks/datasets.py ("chunking").
+CHUNK_TARGET_BYTES = 1 << 20
+
+
+class DatasetLockedError(RuntimeError):
+    """Another process holds the writer lock of a dataset directory."""
+
+
+# ---- atomic files ------------------------------------------------------------------------
+def shard_name(index: int) -> str:
+    """File name of shard ``index``: ``shard-00000.nc``."""
+    return f"{SHARD_PREFIX}{index:05d}{SHARD_SUFFIX}"
+
+
+def temporary_path(final: pathlib.Path) -> pathlib.Path:
+    """A hidden, process-unique temporary name next to ``final`` (same filesystem)."""
+    return final.with_name(f".{final.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def fsync_path(path: pathlib.Path) -> None:
+    """Flush a file's (or a directory's) data and metadata to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: pathlib.Path, final: pathlib.Path, sync_directory: bool = True) -> None:
+    """fsync ``tmp``, rename it over ``final`` atomically, then fsync the directory.
+
+    The file fsync before the rename makes sure the new name never points at unwritten
+    data after a crash; the directory fsync makes the rename itself durable, and may be
+    left to a later commit in the same directory (shards: the next manifest write).
+    """
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    if sync_directory:
+        fsync_path(final.parent)
+
+
+def write_text_atomic(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        commit(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def remove_stale_temporaries(directory: pathlib.Path) -> list[pathlib.Path]:
+    """Delete temporary files left by killed writers (call only while holding the lock)."""
+    removed = []
+    for p in directory.glob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def sha256_file(path: pathlib.Path, block: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def writer_lock(directory: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Hold an exclusive, non-blocking ``flock`` on ``directory/.lock`` for the block.
+
+    The kernel drops the lock when the holder dies, so a killed run never leaves a stale
+    lock behind.
+
+    Raises:
+        DatasetLockedError: another process (or another open of the file) holds it.
+    """
+    path = directory / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DatasetLockedError(
+                    f"dataset directory {directory} is being written by another process "
+                    f"(lock {path} is held); wait for it to finish or use another out_dir"
+                ) from None
+            raise
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact, key-sorted JSON: the same value always gives the same string."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def normalise(obj: Any) -> Any:
+    """Round-trip through JSON (tuples become lists, numpy scalars plain numbers)."""
+    return json.loads(json.dumps(obj, default=_json_default, allow_nan=False))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Mapping):  # e.g. an OmegaConf DictConfig
+        return dict(obj)
+    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
+        return list(obj)
+    raise TypeError(f"value {obj!r} of type {type(obj).__name__} is not JSON-serialisable")
+
+
+# ---- shards --------------------------------------------------------------------------
+def time_block(num_frames: int, frame_bytes: int, target: int = CHUNK_TARGET_BYTES) -> int:
+    """Frames per chunk: as many consecutive frames of one trajectory as fit ``target``."""
+    return int(max(1, min(num_frames, target // max(frame_bytes, 1))))
+
+
+def grid_coords(grid: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Coordinate values per axis from a stored ``Grid.to_dict()`` (as ``Grid.coords``)."""
+    return {
+        axis: np.arange(n, dtype=np.float64) * (length / n)
+        for axis, n, length in zip(
+            grid["axes"], grid["num_points"], grid["domain_length"], strict=True
+        )
+    }
+
+
+def shard_dataset(
+    frames: np.ndarray,
+    trajectories: np.ndarray,
+    *,
+    layout: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    compression_level: int = 0,
+):
+    """Build the CF ``xarray.Dataset`` of one shard.
+
+    Args:
+        frames: ``(n, T, C, *spatial)`` trajectories in the solver precision.
+        trajectories: ``(n,)`` global trajectory indices.
+        layout: ``variables``, ``units``, ``long_names``, ``time_units``, ``grid``
+            (``Grid.to_dict()``), ``dt`` and ``precision`` of the dataset.
+        attrs: global attributes (strings and numbers, no timestamps).
+        compression_level: 0 (none) or a zlib level 1-9, with byte shuffling.
+
+    Returns:
+        The dataset, with per-variable ``encoding`` (dtype, compression, chunks of
+        consecutive frames of one trajectory, no fill value) set for :func:`write_shard`.
+    """
+    import xarray as xr
+
+    variables = list(layout["variables"])
+    grid = layout["grid"]
+    axes = tuple(grid["axes"])
+    n, num_frames = frames.shape[:2]
+    expected = (len(variables), *grid["num_points"])
+    if tuple(frames.shape[2:]) != expected:
+        raise ValueError(f"frames have state shape {frames.shape[2:]}, expected {expected}")
+    dtype = np.dtype(layout["precision"])
+    frame_bytes = int(np.prod(grid["num_points"])) * dtype.itemsize
+    chunks = (1, time_block(num_frames, frame_bytes), *grid["num_points"])
+    dims = ("trajectory", "time", *axes)
+    data_vars = {}
+    encoding: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(variables):
+        data_vars[name] = xr.Variable(
+            dims,
+            np.ascontiguousarray(frames[:, :, c], dtype=dtype),
+            attrs={"units": layout["units"][name], "long_name": layout["long_names"][name]},
+        )
+        encoding[name] = {"dtype": dtype, "_FillValue": None}
+        if n:
+            encoding[name]["chunksizes"] = chunks
+        if compression_level:
+            encoding[name].update(zlib=True, complevel=compression_level, shuffle=True)
+    coords = {
+        "trajectory": xr.Variable(
+            "trajectory",
+            np.asarray(trajectories, dtype=np.int64),
+            attrs={"long_name": "trajectory index", "units": "1"},
+        ),
+        "time": xr.Variable(
+            "time",
+            np.arange(num_frames, dtype=np.float64) * float(layout["dt"]),
+            attrs={
+                "units": layout["time_units"],
+                "long_name": "time since the end of spin-up",
+                "axis": "T",
+            },
+        ),
+    }
+    for axis, long_name, values in zip(
+        axes, grid["long_names"], grid_coords(grid).values(), strict=True
+    ):
+        cf_axis = {"x": "X", "y": "Y", "z": "Z"}.get(axis)
+        coords[axis] = xr.Variable(
+            axis,
+            values,
+            attrs={"units": grid["length_units"], "long_name": long_name}
+            | ({"axis": cf_axis} if cf_axis else {}),
+        )
+    for name in coords:
+        encoding[name] = {"_FillValue": None}
+    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
+    for name, enc in encoding.items():
+        ds[name].encoding = enc
+    return ds
+
+
+def write_shard(ds, final: pathlib.Path) -> tuple[str, int]:
+    """Write a shard dataset atomically; return ``(sha256, size_in_bytes)``."""
+    tmp = temporary_path(final)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        digest, size = sha256_file(tmp), tmp.stat().st_size
+        commit(tmp, final, sync_directory=False)  # the next manifest write syncs the directory
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return digest, size
+
+
+def read_frames(
+    path: pathlib.Path,
+    variables: Sequence[str],
+    rows: np.ndarray | slice | None = None,
+    frames: slice | None = None,
+    dtype: np.dtype | str | None = None,
+) -> np.ndarray:
+    """Read ``(n, T, C, *spatial)`` from a shard with netCDF4 (no xarray overhead).
+
+    Args:
+        path: shard file.
+        variables: variable names in channel order.
+        rows: local trajectory rows (sorted int array or slice); all when ``None``.
+        frames: time slice; all when ``None``.
+        dtype: output dtype (default: as stored).
+    """
+    import netCDF4
+
+    rows = slice(None) if rows is None else rows
+    frames = slice(None) if frames is None else frames
+    with netCDF4.Dataset(path, "r") as nc:
+        nc.set_auto_mask(False)
+        parts = [np.asarray(nc.variables[v][rows, frames]) for v in variables]
+    out = np.stack(parts, axis=2)
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def open_hdf5_check(path: pathlib.Path) -> str | None:
+    """Cheap sanity check before handing a file to HDF5: ``None`` if plausible, else why not.
+
+    Catches files that are not HDF5 at all (an HTML error page saved as ``.nc``) and
+    truncated files (size below the end-of-file address the HDF5 superblock records),
+    which HDF5 itself reports only through a deep error stack.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(96)
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    if not head.startswith(HDF5_SIGNATURE):
+        return f"not a netCDF4/HDF5 file (first bytes {head[:16]!r})"
+    eof = _superblock_eof(head)
+    if eof is not None and size < eof:
+        return f"truncated: {size} bytes on disk, the HDF5 superblock records {eof}"
+    return None
+
+
+def _superblock_eof(head: bytes) -> int | None:
+    """End-of-file address from an HDF5 superblock at offset 0 (versions 0-3)."""
+    if len(head) < 9:
+        return None
+    version = head[8]
+    if version in (2, 3):
+        o = head[9]
+        start = 12 + 2 * o  # signature, version, sizes, flags, base and extension addresses
+    elif version in (0, 1):
+        o = head[13]
+        start = 24 + (4 if version == 1 else 0) + 2 * o  # base, free-space addresses
+    else:
+        return None
+    if o not in (2, 4, 8) or len(head) < start + o:
+        return None
+    return int.from_bytes(head[start : start + o], "little")
