@@ -118,32 +118,18 @@ def stage_validate(data_dir: Path, run_dir: Path, *, num_resimulate: int = 2) ->
     t0 = time.perf_counter()
     report = datasets.validate(data_dir, num_resimulate=num_resimulate)
     record = {
-        "ok": bool(report.ok),
+        "ok": bool(report.passed),
         "manifest_sha256": manifest_sha,
         "dataset": str(data_dir),
         "report": str(report),
-        "checks": _report_checks(report),
+        "checks": {name: bool(c.passed) for name, c in report.checks.items()},
         "wall_s": time.perf_counter() - t0,
     }
     _atomic_write_text(out, json.dumps(record, indent=2))
-    if not report.ok:
+    if not report.passed:
         raise RuntimeError(f"dataset {data_dir} failed validation:\n{report}")
     log.info("validate: passed (%.1f s)", record["wall_s"])
     return record
-
-
-def _report_checks(report) -> dict[str, bool]:
-    checks = getattr(report, "checks", None)
-    if isinstance(checks, Mapping):
-        return {str(k): bool(getattr(v, "ok", v)) for k, v in checks.items()}
-    if checks is not None:
-        try:
-            return {
-                str(getattr(c, "name", i)): bool(getattr(c, "ok", c)) for i, c in enumerate(checks)
-            }
-        except TypeError:
-            pass
-    return {}
 
 
 # ---- stage: train ----------------------------------------------------------------------
