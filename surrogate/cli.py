@@ -143,6 +143,9 @@ def run_stages(cfg, stages) -> Path:
     from surrogate import pipeline
 
     require_project_datasets()
+    # orbax reports every save at INFO through absl; keep the console for our own progress.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")

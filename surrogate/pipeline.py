@@ -354,7 +354,11 @@ def stage_hybrid(
     k, spec_solver = _mean_spectrum(reference, grid, start)
     _, spec_hybrid = _mean_spectrum(hybrid_run.states, grid, start)
     _, spec_surrogate = _mean_spectrum(surrogate_run.states, grid, start)
-    resolved = spec_solver > 1e-12 * spec_solver.max(axis=-1, keepdims=True)
+    # "Resolved": inside the 2/3-rule band and above round-off (1e-8 of the peak power).
+    k_max = float(np.max(k)) if np.size(k) else 0.0
+    resolved = (spec_solver > 1e-8 * spec_solver.max(axis=-1, keepdims=True)) & (
+        np.asarray(k)[None, :] <= (2.0 / 3.0) * k_max
+    )
     rel = np.where(resolved, np.abs(spec_hybrid / np.where(resolved, spec_solver, 1) - 1), 0.0)
     rel_sur = np.where(
         resolved, np.abs(spec_surrogate / np.where(resolved, spec_solver, 1) - 1), 0.0

@@ -511,14 +511,15 @@ def plot_hybrid_runs(
         runs: name -> :class:`surrogate.hybrid.HybridResult` with ``rmse`` filled.
         dt: time between frames.
     """
+    runs = {k: r for k, r in runs.items() if r.rmse is not None}
+    if not runs:
+        raise ValueError("plot_hybrid_runs: no run has RMSE against a reference")
     first = next(iter(runs.values()))
     variables = list(first.rmse)
     fig, axes = _figure(1, len(variables), (5.0, 3.6))
     colors = _colors(list(runs))
     for ax, v in zip(axes[0], variables, strict=True):
         for name, res in runs.items():
-            if res.rmse is None:
-                continue
             r = np.nanmean(np.where(np.isfinite(res.rmse[v]), res.rmse[v], np.nan), axis=0)
             t = np.arange(r.size) * dt
             ax.semilogy(t, np.maximum(r, 1e-12), label=name, color=colors[name])
