@@ -345,7 +345,7 @@ def test_bad_arguments_are_named(ks, ks_truth):
     with pytest.raises(ValueError, match="does not divide"):
         coarse_solver_for(ks, 3)
     with pytest.raises(ValueError, match="could not build the coarse_solver"):
-        coarse_solver_for(ks, 4)  # 8 points cannot hold initial_max_mode = 4
+        coarse_solver_for(ks, 8)  # 4 points: below the solver's minimum of 8
     with pytest.raises(ValueError, match="has dt"):
         evaluate(ks, ks_truth[:2, :4], solver=KuramotoSivashinsky(**{**ks.config(), "dt": 0.5}))
     with pytest.raises(ValueError, match="blowup_threshold"):
