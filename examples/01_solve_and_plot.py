@@ -45,7 +45,9 @@ def main(argv=None) -> Path:
     t0 = time.perf_counter()
     ns_traj = rollout(ns, w0, 10 if args.tiny else 100)
     ns_traj.block_until_ready()
-    print(f"Navier-Stokes: {ns_traj.shape[0] - 1} steps of dt={ns.dt} in {time.perf_counter() - t0:.2f} s")
+    print(
+        f"Navier-Stokes: {ns_traj.shape[0] - 1} steps of dt={ns.dt} in {time.perf_counter() - t0:.2f} s"
+    )
     check_finite(ns_traj, dt=ns.dt)
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 4), gridspec_kw={"width_ratios": [1.6, 1, 1, 1]})
@@ -58,8 +60,12 @@ def main(argv=None) -> Path:
     frames = [0, ns_traj.shape[0] // 2, ns_traj.shape[0] - 1]
     vmax = float(np.abs(np.asarray(ns_traj[frames[-1], 0])).max())
     for ax, f in zip(axes[1:], frames, strict=True):
-        im = ax.pcolormesh(xx, y, np.asarray(ns_traj[f, 0]), cmap="RdBu_r", vmin=-vmax, vmax=vmax, shading="auto")
-        ax.set(xlabel="x [1]", ylabel="y [1]", title=f"vorticity, t = {f * ns.dt:.1f}", aspect="equal")
+        im = ax.pcolormesh(
+            xx, y, np.asarray(ns_traj[f, 0]), cmap="RdBu_r", vmin=-vmax, vmax=vmax, shading="auto"
+        )
+        ax.set(
+            xlabel="x [1]", ylabel="y [1]", title=f"vorticity, t = {f * ns.dt:.1f}", aspect="equal"
+        )
     fig.colorbar(im, ax=axes[1:], label="vorticity [1]")
     path = out / "01_solve_and_plot.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
