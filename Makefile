@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python examples/01_solve_and_plot.py
+	$(BIN)/hs-pipeline
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
