@@ -78,6 +78,7 @@ class AdvectionDiffusion(ETDRK4Solver):
 
     name = "advection_diffusion"
     variables = ("c",)
+    conserved_means = ("c",)
     units = {"c": "1"}
     long_names = {"c": "tracer concentration"}
     # Physical parameters are leaves: solvers differing only in their values share a trace.

@@ -53,6 +53,7 @@ class Solver:
         variables: channel names in state order, e.g. ``("h", "u", "v")``.
         units: CF unit string per variable.
         long_names: CF long name per variable.
+        conserved_means: variables whose spatial mean is an exact invariant (default none).
     """
 
     name: ClassVar[str]
@@ -60,6 +61,9 @@ class Solver:
     units: ClassVar[Mapping[str, str]]
     long_names: ClassVar[Mapping[str, str]]
     time_units: ClassVar[str] = "1"
+    # Variables whose spatial mean the equations conserve exactly (learned steppers can
+    # enforce the same; see surrogate.forecaster.ForecasterSpec.conserved).
+    conserved_means: ClassVar[tuple[str, ...]] = ()
     _dynamic_fields: ClassVar[tuple[str, ...]] = ()
     _static_fields: ClassVar[tuple[str, ...]] = ()
 

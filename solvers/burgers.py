@@ -65,6 +65,7 @@ class Burgers(ETDRK4Solver):
 
     name = "burgers"
     variables = ("u",)
+    conserved_means = ("u",)
     units = {"u": "1"}
     long_names = {"u": "velocity"}
     # viscosity is a leaf: solvers differing only in its value share a trace.

@@ -56,6 +56,7 @@ class KuramotoSivashinsky(ETDRK4Solver):
 
     name = "kuramoto_sivashinsky"
     variables = ("u",)
+    conserved_means = ("u",)
     units = {"u": "1"}
     long_names = {"u": "Kuramoto-Sivashinsky field"}
     _dynamic_fields = ETDRK4Solver._spectral_dynamic + ("_k",)

@@ -131,6 +131,7 @@ class NavierStokes2D(ETDRK4Solver):
 
     name = "navier_stokes_2d"
     variables = ("vorticity",)
+    conserved_means = ("vorticity",)
     units = {"vorticity": "1"}
     long_names = {"vorticity": "relative vorticity"}
     _dynamic_fields = ETDRK4Solver._spectral_dynamic + (

@@ -182,6 +182,7 @@ class ShallowWater2D(ETDRK4Solver):
 
     name = "shallow_water"
     variables = ("h", "u", "v")
+    conserved_means = ("h",)
     units = {"h": "1", "u": "1", "v": "1"}
     long_names = {
         "h": "layer thickness",

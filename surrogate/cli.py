@@ -210,6 +210,7 @@ def run_stages(cfg, stages) -> Path:
                     sweep_indicator=sweep.get("indicator"),
                     sweep_thresholds=list(sweep.get("thresholds") or []),
                     scenarios=_plain(cfg.hybrid.scenarios) if cfg.hybrid.get("scenarios") else None,
+                    short_lead_steps=int(cfg.hybrid.get("short_lead_steps", 5)),
                 )
         elif stage == "report":
             path = pipeline.stage_report(run_dir, data_dir, timings=timings)

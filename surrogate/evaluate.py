@@ -55,9 +55,13 @@ ACC_DEFINITION = (
 
 
 # ---- rollouts --------------------------------------------------------------------------
-@partial(jax.jit, static_argnames=("num_frames", "steps_per_frame"))
+@partial(jax.jit, static_argnames=("num_frames", "steps_per_frame", "mesh"))
 def rollout_batch(
-    stepper: Stepper, initial_states: Array, num_frames: int, steps_per_frame: int = 1
+    stepper: Stepper,
+    initial_states: Array,
+    num_frames: int,
+    steps_per_frame: int = 1,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Array:
     """Trajectories of a stepper from a batch of initial states (one jitted, vmapped scan).
 
@@ -66,10 +70,22 @@ def rollout_batch(
         initial_states: ``(B, C, *spatial)``.
         num_frames: frames per trajectory, the initial state included (>= 1).
         steps_per_frame: stepper applications between stored frames (>= 1).
+        mesh: optional mesh with axis ``"data"`` (:func:`surrogate.distributed.data_mesh`):
+            the batch axis of the states and of the result is split over its devices
+            (``B`` must divide by their number); each member's rollout is unchanged.
 
     Returns:
         ``(B, num_frames, C, *spatial)`` with frame ``i`` at time ``i * steps_per_frame * dt``.
+
+    Raises:
+        ValueError: ``B`` not divisible by the devices of ``mesh``.
     """
+    if mesh is not None:
+        from surrogate import distributed
+
+        distributed.check_divisible(initial_states.shape[0], mesh)
+        rows = distributed.batch_sharding(mesh)
+        initial_states = jax.lax.with_sharding_constraint(initial_states, rows)
 
     def advance(s):
         if steps_per_frame == 1:
@@ -84,7 +100,10 @@ def rollout_batch(
         _, frames = jax.lax.scan(body, x0, None, length=num_frames - 1)
         return jnp.concatenate([x0[None], frames], axis=0)
 
-    return jax.vmap(one)(initial_states)
+    out = jax.vmap(one)(initial_states)
+    if mesh is not None:
+        out = jax.lax.with_sharding_constraint(out, rows)
+    return out
 
 
 @partial(jax.jit, static_argnames=("num_steps", "spatial_ndim"))

@@ -89,6 +89,8 @@ class ForecasterSpec:
         history: number of input frames.
         compute_dtype: ``"float32"`` or ``"bfloat16"`` (parameters stay float32).
         provenance: free-form training provenance (dataset, config, steps, versions).
+        conserved: variables whose spatial mean the forecast keeps exactly, as the PDE does
+            (``solver.conserved_means``): the mean of the predicted change is removed.
     """
 
     model_name: str
@@ -100,6 +102,7 @@ class ForecasterSpec:
     history: int = 1
     compute_dtype: str = "float32"
     provenance_json: str = "{}"
+    conserved: tuple[str, ...] = ()
 
     @classmethod
     def create(
@@ -114,6 +117,7 @@ class ForecasterSpec:
         history: int = 1,
         compute_dtype: str = "float32",
         provenance: Mapping[str, Any] | None = None,
+        conserved: Sequence[str] = (),
     ) -> ForecasterSpec:
         if int(history) < 1:
             raise ValueError(f"ForecasterSpec: history must be >= 1, got {history}")
@@ -121,6 +125,11 @@ class ForecasterSpec:
             raise ValueError(
                 "ForecasterSpec: compute_dtype must be 'float32' or 'bfloat16', "
                 f"got {compute_dtype!r}"
+            )
+        unknown = [v for v in conserved if v not in tuple(variables)]
+        if unknown:
+            raise ValueError(
+                f"ForecasterSpec: conserved variables {unknown} are not among {tuple(variables)}"
             )
         for key in ("num_points", "domain_length", "axes"):
             if key not in grid:
@@ -135,6 +144,7 @@ class ForecasterSpec:
             history=int(history),
             compute_dtype=compute_dtype,
             provenance_json=_canonical(provenance or {}),
+            conserved=tuple(conserved),
         )
 
     @property
@@ -164,6 +174,7 @@ class ForecasterSpec:
             "history": self.history,
             "compute_dtype": self.compute_dtype,
             "provenance": self.provenance,
+            "conserved": list(self.conserved),
         }
 
     @classmethod
@@ -321,6 +332,12 @@ class Forecaster:
         delta = out * n.delta_std.reshape(c, *shape).astype(frames.dtype) + n.delta_mean.reshape(
             c, *shape
         ).astype(frames.dtype)
+        if self.spec.conserved:
+            # The PDE conserves these means exactly: remove the mean of their change.
+            mask = np.array([v in self.spec.conserved for v in self.variables])
+            spatial = tuple(range(2, delta.ndim))
+            mean = jnp.mean(delta, axis=spatial, keepdims=True)
+            delta = delta - jnp.where(mask.reshape(c, *shape), mean, 0.0)
         return frames[:, -1] + delta
 
     def __call__(self, state: Array) -> Array:

@@ -37,6 +37,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from surrogate import distributed
 from surrogate.forecaster import Forecaster
 
 Array = jax.Array
@@ -429,6 +430,7 @@ def train(
     progress: bool = True,
     stop_at: int | None = None,
     on_step: Callable[[int], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> TrainResult:
     """Train ``forecaster`` on batches from ``loader``; checkpoint and resume in ``run_dir``.
 
@@ -445,6 +447,13 @@ def train(
         stop_at: stop (after checkpointing) at this step, as if killed (for tests and
             time-limited jobs).
         on_step: callback after each logged step (used by tests to simulate a crash).
+        mesh: data parallelism (see :mod:`surrogate.distributed`): a mesh with axis
+            ``"data"``; parameters and optimizer state are replicated, each batch is
+            split on its leading axis (its size must divide by the device count) and XLA
+            all-reduces the gradients. Under several processes every process calls
+            ``train`` with the same arguments and contributes its rows of each batch.
+            Checkpoints hold plain arrays, so a run resumes on any device count.
+            ``None`` (default): one device, as before.
 
     Returns:
         :class:`TrainResult`.
@@ -465,6 +474,8 @@ def train(
         params, opt_state, meta = ckpts.restore(ckpts.last, params, opt_state)
         start = int(meta["step"])
         best_val = float(meta.get("best_val", math.inf))
+    if mesh is not None:
+        params, opt_state = distributed.replicate((params, opt_state), mesh)
     log = MetricsLog(run_dir, start if start > 0 else None)
     (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -484,6 +495,9 @@ def train(
                 steps_cache[k] = make_train_step(forecaster, optimizer, cfg, k)
             inputs, targets = loader.batch(step)
             key = jax.random.fold_in(base_key, step)
+            if mesh is not None:
+                inputs, targets = distributed.shard_batch((inputs, targets), mesh)
+                key = distributed.replicate(key, mesh)
             params, opt_state, loss, gnorm = steps_cache[k](params, opt_state, inputs, targets, key)
             pending.append((step, loss, gnorm))
             n_last += inputs.shape[0]
@@ -506,7 +520,7 @@ def train(
                 t_last, n_last = now, 0
                 val = None
                 if validate is not None and cfg.validate_every and done % cfg.validate_every == 0:
-                    val = _run_validation(validate, params, val_loader, cfg)
+                    val = _run_validation(validate, params, val_loader, cfg, mesh)
                 for (s, _, _), lo, gn in zip(pending, losses, gnorms, strict=True):
                     if (s + 1) % cfg.log_every == 0 or s + 1 == end:
                         rec = {
@@ -544,15 +558,21 @@ def train(
     best = final
     if ckpts.best.latest_step() is not None:
         bp, _, _ = ckpts.restore(ckpts.best, params, opt_state)
+        if mesh is not None:
+            bp = distributed.replicate(bp, mesh)
         best = forecaster.replace(params=bp)
     ckpts.close()
     return TrainResult(final, best, log.records, end, best_val, run_dir)
 
 
-def _run_validation(validate, params, val_loader, cfg: TrainConfig) -> float:
+def _run_validation(validate, params, val_loader, cfg: TrainConfig, mesh=None) -> float:
     errs = []
     for i in range(cfg.val_batches):
         inputs, targets = val_loader.batch(i)
+        if mesh is not None:
+            whole = np.shape(inputs)[0] % mesh.size == 0
+            place = distributed.shard_batch if whole else distributed.replicate
+            inputs, targets = place((inputs, targets), mesh)
         errs.append(validate(params, inputs, targets))
     return float(np.mean(np.asarray(jax.device_get(errs))))
 

@@ -51,15 +51,24 @@ def test_misspelled_key_names_it():
     with pytest.raises(ValueError, match=r"model: unknown key 'widht'.*did you mean 'width'"):
         check_config(cfg)
     cfg = _compose(["train.learning_rate=fast"])
-    with pytest.raises(ValueError, match=r"train: key 'learning_rate' = 'fast' has type str, expected float"):
+    with pytest.raises(
+        ValueError, match=r"train: key 'learning_rate' = 'fast' has type str, expected float"
+    ):
         check_config(cfg)
 
 
 def _run(args, tmp_path, timeout=600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "surrogate", "experiment=tiny", f"hydra.run.dir={tmp_path / 'run'}",
-         f"data.path={tmp_path / 'data'}", *args],
+        [
+            sys.executable,
+            "-m",
+            "surrogate",
+            "experiment=tiny",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"data.path={tmp_path / 'data'}",
+            *args,
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -80,7 +89,6 @@ def test_tiny_pipeline_end_to_end_and_resume(tmp_path):
         "train/metrics.csv",
         "evaluation.nc",
         "hybrid/run.nc",
-        "hybrid/sweep.nc",
         "hybrid/summary.json",
         "figures/skill.png",
         "figures/snapshots.png",
@@ -102,7 +110,13 @@ def test_tiny_pipeline_end_to_end_and_resume(tmp_path):
     proc2 = _run([], tmp_path)
     assert proc2.returncode == 0, proc2.stderr[-3000:]
     log = proc2.stdout + proc2.stderr
-    for msg in ("already complete", "validate: up to date", "train: bundle exists", "evaluate: up to date", "hybrid: up to date"):
+    for msg in (
+        "already complete",
+        "validate: up to date",
+        "train: bundle exists",
+        "evaluate: up to date",
+        "hybrid: up to date",
+    ):
         assert msg in log, msg
     assert (run / "forecaster" / "bundle.json").stat().st_mtime == bundle_mtime
 

@@ -286,6 +286,23 @@ def test_train_config_rejects_bad_values(kw, match):
         small_config(**kw)
 
 
+def test_conserved_mean_is_kept_exactly(setup):
+    solver, data, spec, stats = setup
+    assert solver.conserved_means == ("u",)
+    cons = ForecasterSpec.from_dict({**spec.to_dict(), "conserved": ["u"]})
+    f = init_forecaster(cons, stats, seed=1)
+    free = init_forecaster(spec, stats, seed=1)
+    u = jnp.asarray(data[:4, 0])
+    traj = jax.vmap(lambda x: rollout(f, x, 20))(u)
+    drift = jnp.abs(traj.mean(axis=(-1, -2)) - u.mean(axis=(-1, -2))[:, None])
+    # float32 sums over 32 points, 20 steps: a few ulp of the field's scale (~1)
+    assert float(drift.max()) < 5e-6
+    free_drift = jnp.abs(jax.vmap(free)(u).mean(axis=(-1, -2)) - u.mean(axis=(-1, -2)))
+    assert float(free_drift.max()) > 1e-4  # an unconstrained network does not conserve it
+    with pytest.raises(ValueError, match="conserved variables"):
+        ForecasterSpec.from_dict({**spec.to_dict(), "conserved": ["h"]})
+
+
 def test_forecaster_history_window():
     solver, data, spec, stats = make_setup(history=2)
     f = init_forecaster(spec, stats)
