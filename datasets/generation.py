@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import functools
 import importlib
+import json
 import logging
 import math
 import os
@@ -60,7 +61,7 @@ ON_NONFINITE = ("raise", "skip")
 # Keys of the run config that change how a dataset is produced but not its bytes: they
 # are left out of the stored config so that, e.g., resuming with more workers still
 # resumes. ``path`` is where the data go, not what they are.
-RUNTIME_KEYS = ("path", "batch_size", "num_workers", "progress", "overwrite")
+RUNTIME_KEYS = ("path", "batch_size", "num_workers", "devices", "progress", "overwrite")
 
 
 def package_version() -> str:
@@ -223,14 +224,33 @@ def simulate_batch(
     return jax.vmap(one)(indices)
 
 
-def _dispatch_shard(solver: Any, spec: Mapping[str, Any], start: int, stop: int, batch_size: int):
-    """Start (asynchronously) all chunks of trajectories ``[start, stop)``."""
+def _dispatch_shard(
+    solver: Any,
+    spec: Mapping[str, Any],
+    start: int,
+    stop: int,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None = None,
+):
+    """Start (asynchronously) all chunks of trajectories ``[start, stop)``.
+
+    With ``mesh`` (axis ``"data"``, dividing ``batch_size``) each chunk's trajectory axis
+    is split over its devices: every device runs the same per-trajectory program on its
+    rows, so the bytes do not depend on the device count.
+    """
     key = jax.random.key(spec["seed"])
+    if mesh is not None:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        rows = NamedSharding(mesh, PartitionSpec("data"))
+        key = jax.device_put(key, NamedSharding(mesh, PartitionSpec()))
     chunks = []
     for c0 in range(start, stop, batch_size):
         idx = np.arange(c0, min(c0 + batch_size, stop), dtype=np.int32)
         # Pad to batch_size so every chunk has one shape: one compilation per run.
         padded = np.concatenate([idx, np.full(batch_size - idx.size, idx[-1], np.int32)])
+        if mesh is not None:
+            padded = jax.device_put(padded, rows)
         out = simulate_batch(
             solver, key, padded, num_frames=spec["num_frames"], spinup_steps=spec["spinup_steps"]
         )
@@ -400,6 +420,7 @@ def _produce(
     solver: Any,
     shard_ids: Sequence[int],
     batch_size: int,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Compute and write shards in order, yielding their manifest records.
 
@@ -411,7 +432,8 @@ def _produce(
     for k in [*shard_ids, None]:
         nxt = None
         if k is not None:
-            nxt = (k, _dispatch_shard(solver, spec, k * tps, min(k * tps + tps, n), batch_size))
+            stop = min(k * tps + tps, n)
+            nxt = (k, _dispatch_shard(solver, spec, k * tps, stop, batch_size, mesh))
         if in_flight is not None:
             index, chunks = in_flight
             frames, bad = _collect(chunks)
@@ -504,6 +526,24 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) 
     return int(value)
 
 
+def _resolve_devices(devices: int | str, workers: int) -> int:
+    """Local devices one in-process generation shards its chunks over (1: no sharding)."""
+    local = jax.local_device_count()
+    if devices == "auto":
+        n = local
+    else:
+        n = _check_int("devices", devices, 1, local)
+    # Spawned workers each own a whole process; sharding inside them is not attempted.
+    return 1 if workers > 1 else n
+
+
+def _device_mesh(num_devices: int) -> jax.sharding.Mesh | None:
+    if num_devices <= 1:
+        return None
+    devs = np.asarray(jax.local_devices()[:num_devices], dtype=object)
+    return jax.sharding.Mesh(devs, ("data",))
+
+
 def _resolve_workers(num_workers: int | str) -> int:
     if num_workers == "auto":
         return os.cpu_count() or 1
@@ -522,6 +562,7 @@ def generate(
     batch_size: int = 16,
     splits: Mapping[str, float] | None = None,
     num_workers: int | str = 1,
+    devices: int | str = "auto",
     on_nonfinite: str = "raise",
     compression_level: int = 0,
     overwrite: bool = False,
@@ -550,6 +591,13 @@ def generate(
         num_workers: processes computing shards (``"auto"``: one per CPU core). Workers
             are spawned (never forked after JAX started); the solver is rebuilt in them
             from its class and ``config()``.
+        devices: local devices each ``vmap`` chunk is split over, along the trajectory
+            axis (``"auto"``: all of ``jax.local_devices()``; an int: the first that
+            many). ``batch_size`` is rounded up to a multiple of it. The bytes do not
+            depend on it. Ignored (one device each) with ``num_workers > 1``. Under
+            ``jax.distributed`` with several processes, every process calls ``generate``
+            with the same arguments, computes a disjoint subset of the shards on its own
+            devices, and process 0 writes the manifest after a barrier.
         on_nonfinite: ``"raise"`` a :class:`solvers.NonFiniteError` naming the trajectory
             and time, or ``"skip"`` the trajectory and record it in the manifest.
         compression_level: 0 (default: none) or zlib level 1-9 with byte shuffling.
@@ -577,6 +625,9 @@ def generate(
     tps = _check_int("trajectories_per_shard", trajectories_per_shard, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
     workers = _resolve_workers(num_workers)
+    mesh = _device_mesh(_resolve_devices(devices, workers))
+    if mesh is not None:
+        batch_size = -(-batch_size // mesh.size) * mesh.size
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
     compression_level = _check_int("compression_level", compression_level, 0, 9)
@@ -596,6 +647,8 @@ def generate(
     layout = solver_layout(solver)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if jax.process_count() > 1:
+        return _generate_multiprocess(out, spec, layout, solver, overwrite, batch_size, mesh)
     with storage.writer_lock(out):
         storage.remove_stale_temporaries(out)
         manifest = _prepare(out, spec, layout, solver, overwrite)
@@ -609,19 +662,93 @@ def generate(
         else:
             _event(manifest, "resumed" if done else "started", batch_size, workers)
             _write_manifest(out, manifest)
-            _run(out, manifest, solver, pending, batch_size, workers, progress)
+            _run(out, manifest, solver, pending, batch_size, workers, progress, mesh)
             manifest["complete"] = True
             _event(manifest, "completed", batch_size, workers)
             _write_manifest(out, manifest)
-        train = manifest["splits"].get("train", [0, 0])
-        has_train = any(
-            s["stored"] and s["trajectories"][0] < train[1] and train[0] < s["trajectories"][1]
-            for s in manifest["shards"]
-        )
-        if has_train and not (out / STATISTICS_NAME).exists():
-            from datasets.statistics import compute_statistics
+        _ensure_statistics(out, manifest)
+    return out
 
-            compute_statistics(out)
+
+def _ensure_statistics(out: pathlib.Path, manifest: dict) -> None:
+    train = manifest["splits"].get("train", [0, 0])
+    has_train = any(
+        s["stored"] and s["trajectories"][0] < train[1] and train[0] < s["trajectories"][1]
+        for s in manifest["shards"]
+    )
+    if has_train and not (out / STATISTICS_NAME).exists():
+        from datasets.statistics import compute_statistics
+
+        compute_statistics(out)
+
+
+def _records_name(process: int) -> str:
+    return f".records-process{process:05d}.json"
+
+
+def _generate_multiprocess(
+    out: pathlib.Path,
+    spec: dict,
+    layout: dict,
+    solver: Any,
+    overwrite: bool,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None,
+) -> pathlib.Path:
+    """``generate`` under ``jax.distributed``: disjoint shards per process, one manifest.
+
+    Process 0 takes the lock and prepares the manifest; barrier; process ``p`` of ``P``
+    computes pending shards ``p, p + P, ...`` on its local devices and writes them plus a
+    list of their records (atomically); barrier; process 0 merges the records into the
+    manifest and computes the statistics; barrier. Only process 0 writes the manifest,
+    so there is no race on it. A process that dies leaves the others waiting at a
+    barrier (the job scheduler's time limit ends them); rerunning resumes.
+    """
+    from jax.experimental import multihost_utils
+
+    pid, nproc = jax.process_index(), jax.process_count()
+    tag = f"datasets.generate:{out.resolve()}"
+    with contextlib.ExitStack() as stack:
+        if pid == 0:
+            stack.enter_context(storage.writer_lock(out))
+            storage.remove_stale_temporaries(out)
+            for p in out.glob(".records-process*.json"):
+                p.unlink()
+            manifest = _prepare(out, spec, layout, solver, overwrite)
+            if not manifest["complete"]:
+                _event(manifest, "resumed" if manifest["shards"] else "started", batch_size, nproc)
+            _write_manifest(out, manifest)
+        multihost_utils.sync_global_devices(f"{tag}:prepared")
+        manifest = read_manifest(out)
+        num_shards = math.ceil(spec["num_trajectories"] / spec["trajectories_per_shard"])
+        done = {s["index"] for s in manifest["shards"]}
+        pending = [k for k in range(num_shards) if k not in done]
+        mine = pending[pid::nproc]
+        with precision_scope(layout["precision"]):
+            records = list(_produce(out, spec, layout, solver, mine, batch_size, mesh))
+        storage.write_json_atomic(out / _records_name(pid), records)
+        multihost_utils.sync_global_devices(f"{tag}:produced")
+        if pid == 0 and pending:
+            for p in range(nproc):
+                path = out / _records_name(p)
+                manifest["shards"].extend(json.loads(path.read_text()))
+                path.unlink()
+            bad = [b for r in manifest["shards"] if "nonfinite" in r for b in r["nonfinite"]]
+            manifest["shards"] = [r for r in manifest["shards"] if "nonfinite" not in r]
+            if not bad:
+                manifest["complete"] = True
+                _event(manifest, "completed", batch_size, nproc)
+            _write_manifest(out, manifest)
+            if bad:
+                multihost_utils.sync_global_devices(f"{tag}:finished")
+                _raise_nonfinite(bad)
+            _ensure_statistics(out, manifest)
+        elif pid == 0:
+            (out / _records_name(0)).unlink()
+            _ensure_statistics(out, manifest)
+        multihost_utils.sync_global_devices(f"{tag}:finished")
+    if any("nonfinite" in r for r in records):
+        _raise_nonfinite([b for r in records if "nonfinite" in r for b in r["nonfinite"]])
     return out
 
 
@@ -791,6 +918,7 @@ def _run(
     batch_size: int,
     workers: int,
     progress: bool,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> None:
     spec, layout = manifest["spec"], manifest["layout"]
     workers = min(workers, len(pending))
@@ -799,7 +927,7 @@ def _run(
         try:
             if workers <= 1:
                 with precision_scope(layout["precision"]):
-                    for rec in _produce(out, spec, layout, solver, pending, batch_size):
+                    for rec in _produce(out, spec, layout, solver, pending, batch_size, mesh):
                         recorder.add(rec)
             else:
                 _run_workers(out, manifest, solver, pending, batch_size, workers, recorder)

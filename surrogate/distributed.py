@@ -122,6 +122,9 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     sharding = replicated_sharding(mesh)
 
     def place(a):
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = place(jax.random.key_data(a))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
         if isinstance(a, jax.Array) and not a.is_fully_addressable:
             return jax.device_put(a, sharding)
         if jax.process_count() == 1:

@@ -201,8 +201,14 @@ def test_two_processes_generate_and_train(tmp_path):
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", PRELUDE + textwrap.dedent(MULTIPROCESS), str(i), port,
-             str(tmp_path)],
+            [
+                sys.executable,
+                "-c",
+                PRELUDE + textwrap.dedent(MULTIPROCESS),
+                str(i),
+                port,
+                str(tmp_path),
+            ],
             env=env,
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -231,8 +237,13 @@ def test_two_processes_generate_and_train(tmp_path):
     manifest = datasets.read_manifest(tmp_path / "data")
     assert manifest["complete"] and len(manifest["shards"]) == 5
     single = datasets.generate(
-        ks_solver(), tmp_path / "single", num_trajectories=10, num_frames=4,
-        trajectories_per_shard=2, batch_size=2, progress=False,
+        ks_solver(),
+        tmp_path / "single",
+        num_trajectories=10,
+        num_frames=4,
+        trajectories_per_shard=2,
+        batch_size=2,
+        progress=False,
     )
     from tests.datasets.dataset_helpers import checksums
 
