@@ -151,6 +151,12 @@ def run_stages(cfg, stages) -> Path:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     _enable_precision(cfg)
     check_config(cfg)
+    from hydra.utils import instantiate
+
+    from surrogate.distributed import data_mesh, is_primary
+
+    instantiate(cfg.distributed)  # jax.distributed.initialize when configured
+    mesh = data_mesh() if cfg.get("data_parallel", False) else None
     run_dir = _run_dir()
     pipeline.write_run_metadata(run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     data_dir = Path(cfg.data.path)
@@ -178,15 +184,14 @@ def run_stages(cfg, stages) -> Path:
             )
         elif stage == "train":
             name, kwargs = model_name_of(cfg)
-            from hydra.utils import instantiate
-
             forecaster = pipeline.stage_train(
                 data_dir,
                 run_dir,
                 model_name=name,
                 model_kwargs=kwargs,
                 train_config=instantiate(cfg.train, _convert_="all"),
-                progress=bool(cfg.get("progress", True)),
+                progress=bool(cfg.get("progress", True)) and is_primary(),
+                mesh=mesh,
             )
         elif stage in ("evaluate", "hybrid"):
             if forecaster is None:
@@ -197,8 +202,6 @@ def run_stages(cfg, stages) -> Path:
                     forecaster, solver, data_dir, run_dir, **_plain(ev) if ev else {}
                 )
             else:
-                from hydra.utils import instantiate
-
                 runner = instantiate(cfg.hybrid.runner, solver=solver, surrogate=forecaster)
                 sweep = cfg.hybrid.get("sweep") or {}
                 pipeline.stage_hybrid(

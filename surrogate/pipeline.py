@@ -143,6 +143,7 @@ def stage_train(
     train_config,
     progress: bool = True,
     provenance: Mapping[str, Any] | None = None,
+    mesh=None,
 ):
     """Train a forecaster on the dataset's train split; write the best one as a bundle.
 
@@ -202,7 +203,13 @@ def stage_train(
     forecaster = init_forecaster(spec, stats, seed=cfg.seed)
     t0 = time.perf_counter()
     result = train(
-        forecaster, loader, cfg, run_dir / "train", val_loader=val_loader, progress=progress
+        forecaster,
+        loader,
+        cfg,
+        run_dir / "train",
+        val_loader=val_loader,
+        progress=progress,
+        mesh=mesh,
     )
     log.info("train: %d steps in %.1f s", result.step, time.perf_counter() - t0)
     save_forecaster(result.best_forecaster, bundle, overwrite=True)
