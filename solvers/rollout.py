@@ -28,6 +28,11 @@ class NonFiniteError(FloatingPointError):
             f"non-finite values (NaN/Inf) in trajectory {sample} at frame {frame} (t = {time:.6g})"
         )
         super().__init__(msg + (f": {detail}" if detail else ""))
+        self.detail = detail
+
+    def __reduce__(self):
+        # Crosses process boundaries (worker processes) with its fields intact.
+        return (type(self), (self.sample, self.frame, self.time, self.detail))
 
 
 @partial(jax.jit, static_argnames=("num_steps", "include_initial"))
