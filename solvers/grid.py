@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+
+def as_pair(value: Any, name: str, owner: str) -> tuple[Any, Any]:
+    """A number or a ``(y, x)`` pair -> ``(y, x)``, for 2D solver arguments.
+
+    Raises:
+        ValueError: a sequence of another length, naming ``owner`` and ``name``.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ValueError(f"{owner}: {name} must be a number or a pair (y, x), got {value!r}")
+        return value[0], value[1]
+    return value, value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -19,7 +18,7 @@ from solvers.base import (
     resolve_precision,
 )
 from solvers.etdrk4 import ETDRK4Solver
-from solvers.grid import Grid
+from solvers.grid import Grid, as_pair
 
 Array = jax.Array
 
@@ -47,15 +46,6 @@ _IC_SMOOTHNESS = 2.0
 # speed has a Rayleigh tail P(|u| > c u_rms) = exp(-c^2); measured max / rms is 2.7-3.1
 # over 16 draws each on 32^2-256^2 grids.
 _IC_PEAK_FACTOR = 4.0
-
-
-def _pair(value: Any, name: str, owner: str) -> tuple[Any, Any]:
-    """``value`` or ``(y, x)`` -> ``(y, x)``; raises naming ``name`` on a bad length."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != 2:
-            raise ValueError(f"{owner}: {name} must be a number or a pair (y, x), got {value!r}")
-        return value[0], value[1]
-    return value, value
 
 
 def _rfft_weights(num_points: tuple[int, int]) -> np.ndarray:
@@ -167,14 +157,14 @@ class NavierStokes2D(ETDRK4Solver):
         precision: str = "float32",
     ) -> None:
         owner = type(self).__name__
-        ny, nx = _pair(num_points, "num_points", owner)
+        ny, nx = as_pair(num_points, "num_points", owner)
         for axis, n in (("y", ny), ("x", nx)):
             if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 8:
                 raise ValueError(
                     f"{owner}: num_points must be an int >= 8 or a pair of them, got "
                     f"{n!r} for axis {axis!r}"
                 )
-        ly, lx = _pair(domain_length, "domain_length", owner)
+        ly, lx = as_pair(domain_length, "domain_length", owner)
         check_positive(owner, domain_length=ly)
         check_positive(owner, domain_length=lx)
         check_positive(

@@ -52,7 +52,6 @@ below the first blow-up), combined with the inertial limit ``max|f| h <= 2`` as
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -68,7 +67,7 @@ from solvers.base import (
     resolve_precision,
 )
 from solvers.etdrk4 import ETDRK4Solver
-from solvers.grid import Grid
+from solvers.grid import Grid, as_pair
 
 Array = jax.Array
 
@@ -82,15 +81,6 @@ _MAX_INERTIAL = 2.0
 # speed (a Gaussian field on a 128^2 grid rarely exceeds 4 sigma).
 _SIGMAS = 4.0
 INITIAL_VELOCITIES = ("geostrophic", "rest")
-
-
-def _pair(value: Any, name: str, owner: str) -> tuple[Any, Any]:
-    """``value`` or ``(y, x)`` -> ``(y, x)``; raises naming ``name`` on a bad length."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != 2:
-            raise ValueError(f"{owner}: {name} must be a number or a pair (y, x), got {value!r}")
-        return value[0], value[1]
-    return value, value
 
 
 def _step_limit(
@@ -224,14 +214,14 @@ class ShallowWater2D(ETDRK4Solver):
         precision: str = "float32",
     ) -> None:
         owner = type(self).__name__
-        ny, nx = _pair(num_points, "num_points", owner)
+        ny, nx = as_pair(num_points, "num_points", owner)
         for axis, n in (("y", ny), ("x", nx)):
             if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 8 or n % 2:
                 raise ValueError(
                     f"{owner}: num_points must be an even int >= 8 or a pair of them, got "
                     f"{n!r} for axis {axis!r}"
                 )
-        ly, lx = _pair(domain_length, "domain_length", owner)
+        ly, lx = as_pair(domain_length, "domain_length", owner)
         check_positive(owner, domain_length=ly)
         check_positive(owner, domain_length=lx)
         check_positive(
