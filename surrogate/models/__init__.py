@@ -22,6 +22,7 @@ import inspect
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -81,8 +82,13 @@ def build_model(
 
 def count_parameters(model: nnx.Module) -> int:
     """Number of real scalars in the model's ``nnx.Param`` variables (complex counts as 2)."""
-    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
-    return int(sum(np.prod(x.shape) * (2 if np.iscomplexobj(x) else 1) for x in leaves))
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))  # arrays or ShapeDtypeStructs
+    return int(
+        sum(
+            np.prod(x.shape) * (2 if jnp.issubdtype(x.dtype, jnp.complexfloating) else 1)
+            for x in leaves
+        )
+    )
 
 
 __all__ = ["MODELS", "AFNONet", "FNO", "UNet", "build_model", "count_parameters", "model_kwargs"]

@@ -344,7 +344,7 @@ def test_solver_as_surrogate_raises_no_false_alarm_at_default_thresholds(ks, ks_
     with initialize_config_dir(config_dir=os.path.abspath(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="default")
     runner = instantiate(cfg.runner, solver=ks, surrogate=ks)
-    assert isinstance(runner.policy, Threshold) and len(runner.indicators) == 5
+    assert isinstance(runner.policy, Threshold) and len(runner.indicators) == 4
     num_steps = 100
     res = runner.run(ks_states, num_steps)
     check_log(res, 2, num_steps)
