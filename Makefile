@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# glibc.malloc.hugetlb=1: XLA:CPU allocates fresh scratch memory per call; huge pages cut
+# the page faults that otherwise cost a third of a CPU training step (ignored elsewhere).
 run: $(STAMP)
-	$(BIN)/hs-pipeline
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/hs-pipeline
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
