@@ -309,9 +309,87 @@ def models_throughput(args) -> list[dict[str, Any]]:
     return records
 
 
+def forecast_vs_solver(args) -> list[dict[str, Any]]:
+    """Trained forecaster against its solver for the same horizon, batch 1 and 32.
+
+    For each trained run directory in ``--runs`` (``hs-pipeline`` output; default the KS and
+    Kolmogorov presets when present): both steppers advance the dataset's test states by
+    ``--horizon`` output intervals in one compiled ``lax.scan`` (``rollout_batch``), compile
+    time apart; the forecast's RMSE against the solver at the horizon (relative to the
+    solver state's std) is the accuracy at which the speed-up holds.
+    """
+    import hydra.utils
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    import datasets
+    from surrogate.evaluate import rollout_batch
+    from surrogate.pipeline import load_trained
+
+    records = []
+    runs = [pathlib.Path(r) for r in args.runs.split(",") if r]
+    for run_dir in runs:
+        if not (run_dir / "forecaster" / "bundle.json").exists():
+            print(
+                json.dumps(
+                    {
+                        "section": "forecast_vs_solver",
+                        "run": str(run_dir),
+                        "skipped": "no trained bundle",
+                    }
+                )
+            )
+            continue
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        data_dir = pathlib.Path(cfg.data.path)
+        solver = hydra.utils.instantiate(cfg.solver, _convert_="all")
+        forecaster = load_trained(run_dir, data_dir)
+        test = datasets.load_trajectories(data_dir, "test")[:, 0]
+        for batch in (1, 32):
+            x0 = jnp.asarray(np.resize(test, (batch, *test.shape[1:])))
+            out = {}
+            for name, stepper in (("solver", solver), ("surrogate", forecaster)):
+                t0 = time.perf_counter()
+                final = jax.block_until_ready(rollout_batch(stepper, x0, args.horizon + 1)[:, -1])
+                compile_s = time.perf_counter() - t0
+                timing = time_calls(
+                    lambda st=stepper, x=x0: jax.block_until_ready(
+                        rollout_batch(st, x, args.horizon + 1)
+                    ),
+                    args.warmup,
+                    args.repeats,
+                    1,
+                )
+                out[name] = (final, timing, compile_s)
+            err = float(jnp.sqrt(jnp.mean((out["surrogate"][0] - out["solver"][0]) ** 2)))
+            scale = float(jnp.std(out["solver"][0]))
+            rec = {
+                "section": "forecast_vs_solver",
+                "run": str(run_dir),
+                "solver": solver.name,
+                "grid": list(solver.grid.num_points),
+                "batch": batch,
+                "horizon_steps": args.horizon,
+                "horizon_time": args.horizon * solver.dt,
+                "solver_s": out["solver"][1]["median_s"],
+                "surrogate_s": out["surrogate"][1]["median_s"],
+                "speedup": out["solver"][1]["median_s"] / out["surrogate"][1]["median_s"],
+                "solver_compile_s": out["solver"][2],
+                "surrogate_compile_s": out["surrogate"][2],
+                "rmse_at_horizon": err,
+                "relative_rmse_at_horizon": err / scale if scale else None,
+                "cores_solver": out["solver"][1]["cpu_util_cores"],
+                "cores_surrogate": out["surrogate"][1]["cpu_util_cores"],
+            }
+            print(json.dumps(rec))
+            records.append(rec)
+    return records
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "fno_vs_neuraloperator": fno_vs_neuraloperator,
     "models_throughput": models_throughput,
+    "forecast_vs_solver": forecast_vs_solver,
 }
 
 
@@ -324,6 +402,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--inner-infer", type=int, default=5, help="inference calls per repeat")
     ap.add_argument("--quick", action="store_true", help="repeats=3, warmup=1, inner=1")
     ap.add_argument("--thp", action="store_true", help="re-run with " + THP_TUNABLE)
+    ap.add_argument(
+        "--runs",
+        default="runs/ks-fno,runs/kolmogorov-fno",
+        help="forecast_vs_solver: trained run directories (comma-separated)",
+    )
+    ap.add_argument("--horizon", type=int, default=10, help="forecast_vs_solver: steps of dt")
     args = ap.parse_args(argv)
     if args.thp and THP_TUNABLE not in os.environ.get("GLIBC_TUNABLES", ""):
         env = dict(os.environ)
