@@ -349,17 +349,21 @@ class MetricsLog:
         "wall_s",
     )
 
-    def __init__(self, run_dir: Path, resume_step: int | None) -> None:
+    def __init__(self, run_dir: Path, resume_step: int | None, *, write: bool = True) -> None:
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "metrics.csv"
+        # Under jax.distributed only process 0 writes; the others keep records in memory.
+        self.write = write
         records = self.read(run_dir)
         if resume_step is None:
             records = []
         else:
             records = [r for r in records if r["step"] <= resume_step]
         self.records = records
-        self._rewrite()
-        self._tb = _tensorboard_writer(run_dir)
+        self._tb = None
+        if write:
+            self._rewrite()
+            self._tb = _tensorboard_writer(run_dir)
 
     @staticmethod
     def read(run_dir: str | os.PathLike) -> list[dict]:
@@ -387,6 +391,8 @@ class MetricsLog:
 
     def append(self, record: dict) -> None:
         self.records.append(record)
+        if not self.write:
+            return
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(record) + "\n")
         with open(self.csv, "a", newline="") as f:
@@ -476,8 +482,10 @@ def train(
         best_val = float(meta.get("best_val", math.inf))
     if mesh is not None:
         params, opt_state = distributed.replicate((params, opt_state), mesh)
-    log = MetricsLog(run_dir, start if start > 0 else None)
-    (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    primary = jax.process_index() == 0
+    log = MetricsLog(run_dir, start if start > 0 else None, write=primary)
+    if primary:
+        (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     steps_cache: dict[int, Any] = {}
     validate = (
