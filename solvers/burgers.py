@@ -149,8 +149,7 @@ class Burgers(ETDRK4Solver):
 
     def nonlinear(self, state_hat: Array) -> Array:
         """``-1/2 i k (u^2)_hat``, with u and the product dealiased (2/3 rule)."""
-        u = self.from_spectral(self.dealias(state_hat))
-        return -0.5j * self._k * self.dealias(self.to_spectral(u * u))
+        return self.conservative_advection_1d(state_hat, self._k)
 
     def initial_condition(self, key: Array) -> Array:
         """A random smooth field ``(1, num_points)`` with ``max |u| = initial_amplitude``."""

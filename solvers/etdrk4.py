@@ -85,3 +85,13 @@ class ETDRK4Solver(Solver):
     # ---- helpers for the nonlinear terms -----------------------------------------------
     def dealias(self, state_hat: Array) -> Array:
         return state_hat * self._mask
+
+    def conservative_advection_1d(self, state_hat: Array, k: Array) -> Array:
+        """``-(u^2 / 2)_x`` in spectral space, with ``u`` and the product dealiased (2/3 rule).
+
+        Args:
+            state_hat: spectral state ``(1, N // 2 + 1)``.
+            k: first-derivative wavenumbers (Nyquist zeroed), broadcastable to it.
+        """
+        u = self.from_spectral(self.dealias(state_hat))
+        return -0.5j * k * self.dealias(self.to_spectral(u * u))

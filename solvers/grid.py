@@ -22,6 +22,37 @@ def as_pair(value: Any, name: str, owner: str) -> tuple[Any, Any]:
     return value, value
 
 
+def periodic_box_2d(
+    num_points: Any, domain_length: Any, owner: str, *, even: bool = False
+) -> tuple[int, int, float, float]:
+    """Validate 2D ``num_points`` / ``domain_length`` (a number or a ``(y, x)`` pair each).
+
+    Returns:
+        ``(ny, nx, ly, lx)``.
+
+    Raises:
+        ValueError: a point count that is not an int >= 8 (even when ``even``), or a length
+            that is not a finite number > 0, naming ``owner``, the argument and the axis.
+    """
+    ny, nx = as_pair(num_points, "num_points", owner)
+    kind = "an even int >= 8" if even else "an int >= 8"
+    for axis, n in (("y", ny), ("x", nx)):
+        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 8 or (even and n % 2):
+            raise ValueError(
+                f"{owner}: num_points must be {kind} or a pair of them, got {n!r} for axis {axis!r}"
+            )
+    ly, lx = as_pair(domain_length, "domain_length", owner)
+    for length in (ly, lx):
+        if (
+            not isinstance(length, int | float | np.floating | np.integer)
+            or isinstance(length, bool)
+            or not np.isfinite(length)
+            or length <= 0
+        ):
+            raise ValueError(f"{owner}: domain_length must be a finite number > 0, got {length!r}")
+    return int(ny), int(nx), float(ly), float(lx)
+
+
 @dataclasses.dataclass(frozen=True)
 class Grid:
     """A uniform, periodic, cell-vertex grid.

@@ -125,8 +125,7 @@ class KuramotoSivashinsky(ETDRK4Solver):
         }
 
     def nonlinear(self, state_hat: Array) -> Array:
-        u = self.from_spectral(self.dealias(state_hat))
-        return -0.5j * self._k * self.dealias(self.to_spectral(u * u))
+        return self.conservative_advection_1d(state_hat, self._k)
 
     def initial_condition(self, key: Array) -> Array:
         k1 = 2 * math.pi / self.domain_length

@@ -18,7 +18,7 @@ from solvers.base import (
     resolve_precision,
 )
 from solvers.etdrk4 import ETDRK4Solver
-from solvers.grid import Grid, as_pair
+from solvers.grid import Grid, periodic_box_2d
 
 Array = jax.Array
 
@@ -157,16 +157,7 @@ class NavierStokes2D(ETDRK4Solver):
         precision: str = "float32",
     ) -> None:
         owner = type(self).__name__
-        ny, nx = as_pair(num_points, "num_points", owner)
-        for axis, n in (("y", ny), ("x", nx)):
-            if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 8:
-                raise ValueError(
-                    f"{owner}: num_points must be an int >= 8 or a pair of them, got "
-                    f"{n!r} for axis {axis!r}"
-                )
-        ly, lx = as_pair(domain_length, "domain_length", owner)
-        check_positive(owner, domain_length=ly)
-        check_positive(owner, domain_length=lx)
+        ny, nx, ly, lx = periodic_box_2d(num_points, domain_length, owner, even=False)
         check_positive(
             owner,
             dt=dt,

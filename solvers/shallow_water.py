@@ -67,7 +67,7 @@ from solvers.base import (
     resolve_precision,
 )
 from solvers.etdrk4 import ETDRK4Solver
-from solvers.grid import Grid, as_pair
+from solvers.grid import Grid, periodic_box_2d
 
 Array = jax.Array
 
@@ -214,16 +214,7 @@ class ShallowWater2D(ETDRK4Solver):
         precision: str = "float32",
     ) -> None:
         owner = type(self).__name__
-        ny, nx = as_pair(num_points, "num_points", owner)
-        for axis, n in (("y", ny), ("x", nx)):
-            if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 8 or n % 2:
-                raise ValueError(
-                    f"{owner}: num_points must be an even int >= 8 or a pair of them, got "
-                    f"{n!r} for axis {axis!r}"
-                )
-        ly, lx = as_pair(domain_length, "domain_length", owner)
-        check_positive(owner, domain_length=ly)
-        check_positive(owner, domain_length=lx)
+        ny, nx, ly, lx = periodic_box_2d(num_points, domain_length, owner, even=True)
         check_positive(
             owner,
             gravity=gravity,
