@@ -1,22 +1,32 @@
-"""Scaling of sharded generation and data-parallel training with the device count.
+"""Scaling of sharded generation and data-parallel training with devices and processes.
 
-Each device count runs in a fresh subprocess with
-``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (forced CPU devices; on a GPU host
-pass ``--real`` to use the first N real devices instead). Prints one JSON line per
-measurement::
+Two ways to add parallel workers, each measured in fresh subprocesses:
 
-    python benchmarks/scaling.py                 # devices 1 2 4
-    python benchmarks/scaling.py --quick         # smaller work (about a minute)
+- devices in one process: ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (forced
+  CPU devices; on a GPU host ``--real`` takes the first N real devices instead);
+- processes of one ``jax.distributed`` job on this host, started by ``hs-launch`` with
+  one device each and their own share of the cores (``--processes``).
 
-Figures, per device count ``n`` (warm: compilation excluded):
+Prints one JSON line per measurement::
+
+    python benchmarks/scaling.py                          # devices 1 2 4, processes 1 2
+    python benchmarks/scaling.py --quick                  # smaller work (a minute or two)
+    python benchmarks/scaling.py --devices 1 --processes 1 2 4
+
+Figures, per worker count ``n`` (warm: compilation excluded, best of ``--repeats``):
 
 - ``generation``: trajectories/s of ``simulate_batch`` on a chunk whose trajectory axis
-  is sharded over ``n`` devices (Kuramoto-Sivashinsky, 128 points);
-- ``training``: samples/s of the jitted data-parallel train step (FNO 1D);
-- ``efficiency = throughput(n) / (n * throughput(1))``.
+  is sharded over the ``n`` workers (Kuramoto-Sivashinsky, 128 points);
+- ``training``: samples/s of the jitted data-parallel train step (FNO 1D, width 32,
+  128 points, global batch ``--train-batch``, default 128); its gradient all-reduce
+  crosses processes in the processes mode (one flat buffer per step);
+- ``speedup = throughput(n) / throughput(one process, one device)`` and
+  ``efficiency = speedup / n``.
 
-Forced CPU devices share the host's cores: efficiency above ``cores / n`` is impossible,
-so on a 2-core machine the 4-device figures measure overhead, not speed-up.
+Forced CPU devices share their process's thread pool and the host's cores: efficiency
+above ``cores / n`` is impossible, and on a CPU even ``n = cores`` forced devices rarely
+help (one device's XLA runtime already spreads its work over the cores, badly for small
+operations). Processes pinned to their own cores are the CPU route to parallel speed.
 """
 
 from __future__ import annotations
@@ -35,8 +45,9 @@ import json, sys, time
 import jax, jax.numpy as jnp, numpy as np
 from surrogate import distributed
 
-n, quick = int(sys.argv[1]), sys.argv[2] == "1"
-mesh = distributed.data_mesh(n)
+n, quick, repeats, b = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
+distributed.initialize_from_env()  # joins when hs-launch set JAX_* (processes mode)
+mesh = distributed.data_mesh(n) if jax.process_count() == 1 else distributed.data_mesh()
 from datasets.generation import simulate_batch
 from solvers import KuramotoSivashinsky
 
@@ -45,13 +56,15 @@ batch = 16 if quick else 32
 frames = 20 if quick else 50
 idx = distributed.shard_batch(np.arange(batch, dtype=np.int32), mesh)
 key = distributed.replicate(jax.random.key(0), mesh)
-run = lambda: jax.block_until_ready(simulate_batch(solver, key, idx, frames, 0))
+run = lambda: jax.block_until_ready(simulate_batch(solver, key, idx, frames, 0, mesh=mesh))
 run()
 reps = 2 if quick else 4
-t = time.perf_counter()
-for _ in range(reps):
-    run()
-gen = reps * batch / (time.perf_counter() - t)
+gen = 0.0
+for _ in range(repeats):
+    t = time.perf_counter()
+    for _ in range(reps):
+        run()
+    gen = max(gen, reps * batch / (time.perf_counter() - t))
 
 from surrogate.forecaster import ForecasterSpec
 from surrogate.train import TrainConfig, init_forecaster, make_optimizer, make_train_step
@@ -65,12 +78,11 @@ spec = ForecasterSpec.create(
     variables=solver.variables, units=dict(solver.units), grid=solver.grid.to_dict(),
     dt=solver.dt, history=1)
 f = init_forecaster(spec, Stats())
-cfg = TrainConfig(num_steps=100, batch_size=32)
+cfg = TrainConfig(num_steps=100, batch_size=b)
 opt, _ = make_optimizer(cfg)
-step = make_train_step(f, opt, cfg, 1)
+step = make_train_step(f, opt, cfg, 1, mesh)
 params = distributed.replicate(jax.tree.map(jnp.copy, f.params), mesh)
 state = distributed.replicate(opt.init(params), mesh)
-b = 32
 rng = np.random.default_rng(0)
 x = distributed.shard_batch(rng.standard_normal((b, 1, 1, 128)).astype(np.float32), mesh)
 y = distributed.shard_batch(rng.standard_normal((b, 1, 1, 128)).astype(np.float32), mesh)
@@ -78,48 +90,83 @@ k = distributed.replicate(jax.random.key(0), mesh)
 params, state, loss, _ = step(params, state, x, y, k)
 jax.block_until_ready(loss)
 steps = 5 if quick else 20
-t = time.perf_counter()
-for _ in range(steps):
-    params, state, loss, _ = step(params, state, x, y, k)
-jax.block_until_ready(loss)
-tr = steps * b / (time.perf_counter() - t)
-print(json.dumps({"devices": n, "generation": gen, "training": tr}))
+tr = 0.0
+for _ in range(repeats):
+    t = time.perf_counter()
+    for _ in range(steps):
+        params, state, loss, _ = step(params, state, x, y, k)
+    jax.block_until_ready(loss)
+    tr = max(tr, steps * b / (time.perf_counter() - t))
+if distributed.is_primary():
+    print(json.dumps({"workers": jax.device_count(), "processes": jax.process_count(),
+                      "generation": gen, "training": tr}))
 """
 
 
-def measure(n: int, quick: bool, real: bool) -> dict:
+def measure(
+    n: int, quick: bool, real: bool, repeats: int, train_batch: int, processes: int = 0
+) -> dict:
+    """One measurement: ``n`` devices in one process, or ``processes`` pinned processes."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        env.pop(k, None)
     if not real:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
         env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(n), "1" if quick else "0"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    child = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(n),
+        "1" if quick else "0",
+        str(repeats),
+        str(train_batch),
+    ]
+    if processes:
+        child = [sys.executable, "-m", "surrogate.launch", "-n", str(processes), "--", *child]
+    out = subprocess.run(child, env=env, cwd=REPO, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"scaling child failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--devices", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument(
+        "--processes", type=int, nargs="*", default=[2], help="pinned processes (hs-launch)"
+    )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept")
+    ap.add_argument("--train-batch", type=int, default=128, help="global training batch")
     ap.add_argument("--real", action="store_true", help="real devices, no forced CPU ones")
     args = ap.parse_args()
-    base = None
-    cores = os.cpu_count()
-    for n in args.devices:
-        r = measure(n, args.quick, args.real)
-        base = base or r
+    cores = len(os.sched_getaffinity(0))
+    base = measure(1, args.quick, args.real, args.repeats, args.train_batch)
+    runs = [
+        (
+            "devices",
+            n,
+            measure(n, args.quick, args.real, args.repeats, args.train_batch) if n > 1 else base,
+        )
+        for n in args.devices
+    ]
+    runs += [
+        (
+            "processes",
+            p,
+            measure(1, args.quick, args.real, args.repeats, args.train_batch, processes=p),
+        )
+        for p in args.processes
+    ]
+    for mode, n, r in runs:
         for what, unit in (("generation", "trajectories/s"), ("training", "samples/s")):
             print(
                 json.dumps(
                     {
                         "figure": f"{what}_scaling",
-                        "devices": n,
+                        "mode": mode,
+                        "workers": n,
                         "throughput": round(r[what], 2),
                         "unit": unit,
                         "speedup": round(r[what] / base[what], 3),

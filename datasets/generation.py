@@ -182,9 +182,14 @@ def precision_scope(precision: str) -> Iterator[None]:
 
 
 # ---- the compiled chunk -----------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("num_frames", "spinup_steps"))
+@functools.partial(jax.jit, static_argnames=("num_frames", "spinup_steps", "mesh"))
 def simulate_batch(
-    solver: Any, key: jax.Array, indices: jax.Array, num_frames: int, spinup_steps: int
+    solver: Any,
+    key: jax.Array,
+    indices: jax.Array,
+    num_frames: int,
+    spinup_steps: int,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Spin up and record a batch of trajectories (pure, one compiled program).
 
@@ -195,6 +200,9 @@ def simulate_batch(
             ``fold_in(key, i)``.
         num_frames: stored frames ``T`` (static).
         spinup_steps: discarded output intervals before frame 0 (static).
+        mesh: optional mesh with axis ``"data"`` dividing ``B``: each device runs the
+            per-trajectory program on its rows (``jax.shard_map``; plain sharding
+            annotations would let XLA all-gather the batch before every FFT).
 
     Returns:
         ``frames (B, T, C, *spatial)`` in the solver precision and ``first_bad (B,)``:
@@ -204,7 +212,7 @@ def simulate_batch(
     """
     from solvers.rollout import first_nonfinite_frame, rollout
 
-    def one(i):
+    def one(solver, key, i):
         state = solver.initial_condition(jax.random.fold_in(key, i))
         bad = jnp.where(jnp.all(jnp.isfinite(state)), -1, 0)
         if spinup_steps:
@@ -221,7 +229,20 @@ def simulate_batch(
         bad = jnp.where(bad >= 0, bad, jnp.where(f >= 0, f + spinup_steps, -1))
         return frames, bad
 
-    return jax.vmap(one)(indices)
+    def rows(solver, key, idx):
+        return jax.vmap(one, in_axes=(None, None, 0))(solver, key, idx)
+
+    if mesh is None:
+        return rows(solver, key, indices)
+    from jax.sharding import PartitionSpec as P
+
+    return jax.shard_map(
+        rows,
+        mesh=mesh,
+        in_specs=(P(), P(), P("data")),
+        out_specs=(P("data"), P("data")),
+        check_vma=False,
+    )(solver, key, indices)
 
 
 def _dispatch_shard(
@@ -252,7 +273,12 @@ def _dispatch_shard(
         if mesh is not None:
             padded = jax.device_put(padded, rows)
         out = simulate_batch(
-            solver, key, padded, num_frames=spec["num_frames"], spinup_steps=spec["spinup_steps"]
+            solver,
+            key,
+            padded,
+            num_frames=spec["num_frames"],
+            spinup_steps=spec["spinup_steps"],
+            mesh=mesh,
         )
         chunks.append((idx.size, out))
     return chunks

@@ -28,6 +28,23 @@ from surrogate.forecaster import Forecaster, ForecasterSpec, Normalization, buil
 BUNDLE_FORMAT = "hybrid-surrogates.forecaster/1"
 
 
+def _local_checkpointer():
+    """An orbax checkpointer acting for this process alone.
+
+    A bundle holds host-local numpy weights, is written by one process (process 0 under
+    ``jax.distributed``) and read by any; orbax's default would wait at barriers for
+    every process of the job.
+    """
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}
+        )
+    )
+
+
 def save_forecaster(
     forecaster: Forecaster, path: str | os.PathLike, *, overwrite: bool = False
 ) -> Path:
@@ -36,7 +53,6 @@ def save_forecaster(
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
-    import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
     if path.exists() and not overwrite:
@@ -45,7 +61,7 @@ def save_forecaster(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         weights = jax.tree.map(np.asarray, nnx.to_pure_dict(forecaster.params))
-        with ocp.StandardCheckpointer() as ckpt:
+        with _local_checkpointer() as ckpt:
             ckpt.save(tmp / "weights", weights)
             ckpt.wait_until_finished()
         meta = {
@@ -94,7 +110,6 @@ def load_forecaster(path: str | os.PathLike, *, solver=None, dataset_info=None) 
     Returns:
         The forecaster, parameters restored exactly.
     """
-    import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
     meta = read_bundle_metadata(path)
@@ -105,7 +120,7 @@ def load_forecaster(path: str | os.PathLike, *, solver=None, dataset_info=None) 
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), nnx.to_pure_dict(params)
     )
-    with ocp.StandardCheckpointer() as ckpt:
+    with _local_checkpointer() as ckpt:
         restored = ckpt.restore(path / "weights", abstract)
     nnx.replace_by_pure_dict(params, restored)
     forecaster = Forecaster(spec, graphdef, params, normalization)

@@ -135,6 +135,17 @@ def _run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _data_parallel(value) -> bool:
+    """``data_parallel``: ``true``, ``false`` or ``auto`` (more than one device in the job)."""
+    import jax
+
+    if value == "auto":
+        return jax.device_count() > 1
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"data_parallel must be true, false or auto, got {value!r}")
+
+
 # ---- the stages ----------------------------------------------------------------------
 def run_stages(cfg, stages) -> Path:
     """Run ``stages`` (a subset of :data:`STAGES`, in order) for config ``cfg``."""
@@ -153,10 +164,10 @@ def run_stages(cfg, stages) -> Path:
     check_config(cfg)
     from hydra.utils import instantiate
 
-    from surrogate.distributed import data_mesh, is_primary
+    from surrogate.distributed import barrier, data_mesh, is_primary
 
     instantiate(cfg.distributed)  # jax.distributed.initialize when configured
-    mesh = data_mesh() if cfg.get("data_parallel", False) else None
+    mesh = data_mesh() if _data_parallel(cfg.get("data_parallel", "auto")) else None
     run_dir = _run_dir()
     pipeline.write_run_metadata(run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     data_dir = Path(cfg.data.path)
@@ -199,10 +210,12 @@ def run_stages(cfg, stages) -> Path:
             if stage == "evaluate":
                 ev = cfg.get("evaluate", {})
                 pipeline.stage_evaluate(
-                    forecaster, solver, data_dir, run_dir, **_plain(ev) if ev else {}
+                    forecaster, solver, data_dir, run_dir, mesh=mesh, **_plain(ev) if ev else {}
                 )
             else:
-                runner = instantiate(cfg.hybrid.runner, solver=solver, surrogate=forecaster)
+                runner = instantiate(
+                    cfg.hybrid.runner, solver=solver, surrogate=forecaster, mesh=mesh
+                )
                 sweep = cfg.hybrid.get("sweep") or {}
                 pipeline.stage_hybrid(
                     runner,
@@ -215,9 +228,10 @@ def run_stages(cfg, stages) -> Path:
                     scenarios=_plain(cfg.hybrid.scenarios) if cfg.hybrid.get("scenarios") else None,
                     short_lead_steps=int(cfg.hybrid.get("short_lead_steps", 5)),
                 )
-        elif stage == "report":
+        elif stage == "report" and is_primary():
             path = pipeline.stage_report(run_dir, data_dir, timings=timings)
             print(f"report: {path}")
+        barrier(f"hs-pipeline:{stage}")  # no process reads a stage's files before they exist
         timings[stage] = time.perf_counter() - t0
         log.info("stage %s done in %.1f s", stage, timings[stage])
     return run_dir

@@ -146,6 +146,7 @@ def initialize_from_env(
     num_processes: int | None = None,
     process_id: int | None = None,
     initialization_timeout: int = 300,
+    heartbeat_timeout: int = 100,
 ) -> bool:
     """Join a multi-process JAX job (``jax.distributed.initialize``) when asked to.
 
@@ -161,6 +162,9 @@ def initialize_from_env(
         num_processes: processes in the job.
         process_id: this process, in ``[0, num_processes)``.
         initialization_timeout: seconds to wait for all processes (s).
+        heartbeat_timeout: seconds without a heartbeat after which a process counts as
+            dead; JAX then terminates the survivors (exit status 134) instead of letting
+            them wait at the next collective or barrier (s).
 
     Returns:
         ``True`` when this call (or an earlier one) initialised ``jax.distributed``.
@@ -186,7 +190,10 @@ def initialize_from_env(
                 "JAX_NUM_PROCESSES and JAX_PROCESS_ID, or run inside `srun`"
             )
         return False
-    kwargs: dict[str, Any] = {"initialization_timeout": int(initialization_timeout)}
+    kwargs: dict[str, Any] = {
+        "initialization_timeout": int(initialization_timeout),
+        "heartbeat_timeout_seconds": int(heartbeat_timeout),
+    }
     if explicit:
         missing = [k for k, v in zip(ENV_KEYS, (address, nproc, pid), strict=True) if v is None]
         if missing and not _under_slurm():
@@ -214,8 +221,40 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def to_host(tree: Any) -> Any:
+    """Every leaf of ``tree`` as a whole numpy array on every process.
+
+    Arrays whose shards all live in this process are copied out; a global array spread
+    over several processes is gathered first
+    (``jax.experimental.multihost_utils.process_allgather``, a collective: every process
+    must call this with the same tree).
+    """
+
+    def fetch(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree.map(fetch, tree)
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier ``name`` (no-op for one process).
+
+    A process that died makes the others fail once JAX's heartbeat timeout
+    (``initialize_from_env(heartbeat_timeout=...)``) has passed, rather than wait forever.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 __all__ = [
     "DATA_AXIS",
+    "barrier",
     "batch_sharding",
     "check_divisible",
     "data_mesh",
@@ -225,4 +264,5 @@ __all__ = [
     "replicate",
     "replicated_sharding",
     "shard_batch",
+    "to_host",
 ]

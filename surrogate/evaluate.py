@@ -80,33 +80,49 @@ def rollout_batch(
     Raises:
         ValueError: ``B`` not divisible by the devices of ``mesh``.
     """
-    if mesh is not None:
-        from surrogate import distributed
 
-        distributed.check_divisible(initial_states.shape[0], mesh)
-        rows = distributed.batch_sharding(mesh)
-        initial_states = jax.lax.with_sharding_constraint(initial_states, rows)
+    def rows(stepper, initial_states):
+        def advance(s):
+            if steps_per_frame == 1:
+                return stepper(s)
+            return jax.lax.fori_loop(0, steps_per_frame, lambda _, z: stepper(z), s)
 
-    def advance(s):
-        if steps_per_frame == 1:
-            return stepper(s)
-        return jax.lax.fori_loop(0, steps_per_frame, lambda _, z: stepper(z), s)
+        def one(x0):
+            def body(s, _):
+                s = advance(s)
+                return s, s
 
-    def one(x0):
-        def body(s, _):
-            s = advance(s)
-            return s, s
+            _, frames = jax.lax.scan(body, x0, None, length=num_frames - 1)
+            return jnp.concatenate([x0[None], frames], axis=0)
 
-        _, frames = jax.lax.scan(body, x0, None, length=num_frames - 1)
-        return jnp.concatenate([x0[None], frames], axis=0)
+        return jax.vmap(one)(initial_states)
 
-    out = jax.vmap(one)(initial_states)
-    if mesh is not None:
-        out = jax.lax.with_sharding_constraint(out, rows)
-    return out
+    return _over_rows(rows, mesh, stepper, initial_states)
 
 
-@partial(jax.jit, static_argnames=("num_steps", "spatial_ndim"))
+def _over_rows(fn, mesh, stepper, batch, *args):
+    """``fn(stepper, batch, *args)``, or with a mesh each device's rows of ``batch``.
+
+    ``jax.shard_map`` rather than sharding annotations: XLA's partitioner would
+    all-gather the batch before every FFT and compute the whole batch on every device.
+    """
+    if mesh is None:
+        return fn(stepper, batch, *args)
+    from jax.sharding import PartitionSpec as P
+
+    from surrogate import distributed
+
+    distributed.check_divisible(batch.shape[0], mesh)
+    return jax.shard_map(
+        fn,
+        mesh=mesh,
+        in_specs=(P(), P(distributed.DATA_AXIS)) + (P(),) * len(args),
+        out_specs=P(distributed.DATA_AXIS),
+        check_vma=False,
+    )(stepper, batch, *args)
+
+
+@partial(jax.jit, static_argnames=("num_steps", "spatial_ndim", "mesh"))
 def first_blowup_step(
     stepper: Stepper,
     initial_states: Array,
@@ -114,6 +130,7 @@ def first_blowup_step(
     threshold: float,
     num_steps: int,
     spatial_ndim: int,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Array:
     """First step at which a long rollout blows up, without storing the trajectory.
 
@@ -128,26 +145,30 @@ def first_blowup_step(
         threshold: amplitude factor (traced, so changing it does not recompile).
         num_steps: stepper applications.
         spatial_ndim: number of spatial axes.
+        mesh: optional mesh with axis ``"data"``: the batch is split over its devices.
 
     Returns:
         ``(B,)`` int: step index ``i >= 1`` (time ``i * dt``) of the first bad state, -1
         if none.
     """
 
-    def one(x0):
-        def body(carry, i):
-            s, first = carry
-            s = stepper(s)
-            bad = metrics.exceeds_amplitude(
-                s, reference_amplitude, threshold, spatial_ndim=spatial_ndim
-            )
-            return (s, jnp.where((first < 0) & bad, i + 1, first)), None
+    def rows(stepper, initial_states, reference_amplitude, threshold):
+        def one(x0):
+            def body(carry, i):
+                s, first = carry
+                s = stepper(s)
+                bad = metrics.exceeds_amplitude(
+                    s, reference_amplitude, threshold, spatial_ndim=spatial_ndim
+                )
+                return (s, jnp.where((first < 0) & bad, i + 1, first)), None
 
-        init = (x0, jnp.asarray(-1, jnp.int32))
-        (_, first), _ = jax.lax.scan(body, init, jnp.arange(num_steps, dtype=jnp.int32))
-        return first
+            init = (x0, jnp.asarray(-1, jnp.int32))
+            (_, first), _ = jax.lax.scan(body, init, jnp.arange(num_steps, dtype=jnp.int32))
+            return first
 
-    return jax.vmap(one)(initial_states)
+        return jax.vmap(one)(initial_states)
+
+    return _over_rows(rows, mesh, stepper, initial_states, reference_amplitude, threshold)
 
 
 @partial(jax.jit, static_argnames=("grid", "spectrum_indices", "centered"))
@@ -348,6 +369,7 @@ def evaluate(
     acc_threshold: float = 0.6,
     blowup_threshold: float = 10.0,
     centered_acc: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> xr.Dataset:
     """Score a stepper against reference trajectories, with baselines, as an xarray table.
 
@@ -394,6 +416,11 @@ def evaluate(
         acc_threshold: ACC level defining ``valid_time`` (0.6 by custom).
         blowup_threshold: amplitude factor of the blow-up criterion (> 0).
         centered_acc: use the centred ACC instead of the uncentred one.
+        mesh: optional mesh with axis ``"data"`` (:func:`surrogate.distributed.data_mesh`):
+            every rollout's trajectory axis is split over its devices (``batch_size`` is
+            rounded up to a multiple of their number), scores are computed from the
+            gathered forecasts. Under ``jax.distributed`` every process calls
+            ``evaluate`` with the same arguments and gets the same table.
 
     Returns:
         The :class:`xarray.Dataset` described in the module docstring, with attributes
@@ -428,6 +455,10 @@ def evaluate(
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"{owner}: batch_size must be an int >= 1, got {batch_size!r}")
     batch_size = int(min(batch_size, num_traj))
+    if mesh is not None:
+        from surrogate import distributed
+
+        batch_size = -(-batch_size // mesh.size) * mesh.size
     if not math.isfinite(acc_threshold):
         raise ValueError(f"{owner}: acc_threshold must be a finite number, got {acc_threshold!r}")
     if not blowup_threshold > 0:
@@ -484,10 +515,15 @@ def evaluate(
     dtype = jnp.asarray(truth_np[:1, 0]).dtype
     clim = jnp.asarray(climatology, dtype)
     compiled: dict[str, Any] = {}
+    placed: dict[str, Any] = {}
     for start, stop in _batches(num_traj, batch_size):
         truth_b, weights = _padded(truth_np[start:stop], batch_size)
         truth_j = jnp.asarray(truth_b, dtype)
         x0 = truth_j[:, 0]
+        if mesh is not None:  # the rollouts' initial states, split over the devices
+            x0_run = distributed.shard_batch(np.asarray(truth_b[:, 0], dtype), mesh)
+        else:
+            x0_run = x0
         w = jnp.asarray(weights, dtype)
         for m, (kind, model) in models.items():
             if kind == "truth":
@@ -495,15 +531,22 @@ def evaluate(
             elif kind == "persistence":
                 fc = jnp.broadcast_to(x0[:, None], truth_j.shape)
             else:
-                init = x0 if kind == "step" else _resample_jit(x0, model.grid.num_points)
+                init = x0_run if kind == "step" else _resample_jit(x0_run, model.grid.num_points)
                 if m not in compiled:
+                    placed[m] = model if mesh is None else distributed.replicate(model, mesh)
                     compiled[m] = rollout_batch.lower(
-                        model, init, num_frames=num_frames, steps_per_frame=steps_per_frame
+                        placed[m],
+                        init,
+                        num_frames=num_frames,
+                        steps_per_frame=steps_per_frame,
+                        mesh=mesh,
                     ).compile()
-                fc, seconds = _timed(compiled[m], model, init)
+                fc, seconds = _timed(compiled[m], placed[m], init)
                 wall[m] += seconds
                 if kind == "coarse":
                     fc = _resample_jit(fc, grid.num_points)
+                if mesh is not None:
+                    fc = jnp.asarray(distributed.to_host(fc), dtype)
             mse, acc, spec = _score_batch(
                 fc, truth_j, clim, w, grid=grid, spectrum_indices=spec_idx, centered=centered_acc
             )
@@ -613,6 +656,7 @@ def evaluate(
                 dt,
                 nd,
                 time_units,
+                mesh,
             )
         )
 
@@ -760,7 +804,7 @@ def _invariant_tables(diag_series, names) -> dict[str, Any]:
 
 
 def _blowup_tables(
-    models, truth_np, dtype, batch_size, num_steps, threshold, dt, nd, time_units
+    models, truth_np, dtype, batch_size, num_steps, threshold, dt, nd, time_units, mesh=None
 ) -> dict[str, Any]:
     """Blow-up time (earliest over trajectories) and fraction of runs that blew up."""
     reference = np.max(np.abs(truth_np), axis=(0, 1, *range(3, truth_np.ndim)))
@@ -777,15 +821,26 @@ def _blowup_tables(
             fractions.append(0.0)
             continue
         first = []
+        if mesh is not None:
+            from surrogate import distributed
+
+            model, ref = distributed.replicate((model, ref), mesh)
         for start, stop in _batches(num_traj, batch_size):
             x0_np, _ = _padded(truth_np[start:stop, 0], batch_size)
-            x0 = jnp.asarray(x0_np, dtype)
+            if mesh is None:
+                x0 = jnp.asarray(x0_np, dtype)
+            else:
+                x0 = distributed.shard_batch(np.asarray(x0_np, dtype), mesh)
             if kind == "coarse":
                 x0 = _resample_jit(x0, model.grid.num_points)
             steps = first_blowup_step(
-                model, x0, ref, threshold, num_steps=num_steps, spatial_ndim=nd
+                model, x0, ref, threshold, num_steps=num_steps, spatial_ndim=nd, mesh=mesh
             )
-            first.append(np.asarray(steps)[: stop - start])
+            first.append(
+                distributed.to_host(steps)[: stop - start]
+                if mesh
+                else np.asarray(steps)[: stop - start]
+            )
         first_all = np.concatenate(first)
         bad = first_all >= 0
         times.append(float(first_all[bad].min() * dt) if bad.any() else math.inf)

@@ -5,6 +5,11 @@ directory), writes its own outputs atomically, and returns early when its output
 exists and is valid, so rerunning a pipeline resumes it. Nothing here imports Hydra: the
 entry points in :mod:`surrogate.cli` turn configs into the objects these functions take.
 
+Under ``jax.distributed`` every process calls every stage with the same arguments: the
+work is shared (dataset shards, batch rows of training, evaluation and hybrid runs split
+over a ``mesh``) and only process 0 writes the run directory's files; the caller puts a
+barrier (:func:`surrogate.distributed.barrier`) between stages.
+
 Run directory layout::
 
     run_dir/
@@ -33,6 +38,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from surrogate.distributed import is_primary
 
 log = logging.getLogger("surrogate.pipeline")
 
@@ -82,6 +89,8 @@ def versions() -> dict[str, str]:
 
 def write_run_metadata(run_dir: Path, resolved_config_yaml: str) -> None:
     """Store the resolved config and the package versions next to what the run produces."""
+    if not is_primary():
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(run_dir / "config.yaml", resolved_config_yaml)
     _atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=2))
@@ -126,7 +135,8 @@ def stage_validate(data_dir: Path, run_dir: Path, *, num_resimulate: int = 2) ->
         "checks": {name: bool(c.passed) for name, c in report.checks.items()},
         "wall_s": time.perf_counter() - t0,
     }
-    _atomic_write_text(out, json.dumps(record, indent=2))
+    if is_primary():
+        _atomic_write_text(out, json.dumps(record, indent=2))
     if not report.passed:
         raise RuntimeError(f"dataset {data_dir} failed validation:\n{report}")
     log.info("validate: passed (%.1f s)", record["wall_s"])
@@ -212,7 +222,8 @@ def stage_train(
         mesh=mesh,
     )
     log.info("train: %d steps in %.1f s", result.step, time.perf_counter() - t0)
-    save_forecaster(result.best_forecaster, bundle, overwrite=True)
+    if is_primary():
+        save_forecaster(result.best_forecaster, bundle, overwrite=True)
     return result.best_forecaster
 
 
@@ -237,10 +248,12 @@ def stage_evaluate(
     long_rollout_steps: int | None = None,
     coarsen_factor: int = 2,
     batch_size: int = 16,
+    mesh=None,
 ):
     """Skill of the forecaster against the test split, with persistence and coarse-solver
     baselines; writes ``evaluation.nc`` and figures. Skips when ``evaluation.nc`` is newer
-    than the bundle."""
+    than the bundle. With a ``mesh`` the rollouts' trajectory axis is split over its
+    devices (:func:`surrogate.evaluate.evaluate`)."""
     import datasets
     from surrogate import plots
     from surrogate.evaluate import evaluate, load_evaluation, rollout_batch, save_evaluation
@@ -263,7 +276,10 @@ def stage_evaluate(
         long_rollout_steps=long_rollout_steps,
         batch_size=batch_size,
         model_name="surrogate",
+        mesh=mesh,
     )
+    if not is_primary():
+        return ds
     save_evaluation(ds, out)
     figures.mkdir(parents=True, exist_ok=True)
     plots.plot_skill(ds, figures / "skill.png")
@@ -361,7 +377,8 @@ def stage_hybrid(
     ):
         log.info("hybrid: up to date (%s)", summary_path)
         return json.loads(summary_path.read_text())
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_primary():
+        out_dir.mkdir(parents=True, exist_ok=True)
     truth = datasets.load_trajectories(data_dir, "test")[:num_trajectories]
     x0 = truth[:, 0]
     grid = runner.solver.grid
@@ -393,7 +410,8 @@ def stage_hybrid(
         x0, num_steps, reference=reference, check_finite=False
     )
     hybrid_run = runner.run(x0, num_steps, reference=reference)
-    hybrid_run.to_netcdf(out_dir / "run.nc")
+    if is_primary():
+        hybrid_run.to_netcdf(out_dir / "run.nc")
     blowups = surrogate_run.first_nonfinite_frame()
     sur_scores, hyb_scores = scores(surrogate_run), scores(hybrid_run)
     spectra = {
@@ -455,6 +473,8 @@ def stage_hybrid(
         }
         runs[f"{name}: hybrid"] = hyb
         runs[f"{name}: surrogate"] = sur
+    if not is_primary():
+        return summary
     figures = run_dir / "figures"
     plots.plot_hybrid_runs(
         runs, runner.solver.dt, figures / "hybrid_rmse.png", time_units=runner.solver.time_units

@@ -83,12 +83,23 @@ members into sub-batches padded to a few bucket sizes, moved inside the compiled
 (``lax.switch`` on the bucket) so the host never waits on a decision; option (a) is
 ``"member"`` and option (c) is ``"batch"``.
 
-Wall time is recorded per chunk (``chunk_wall_time``) and spread evenly over the chunk's
-steps (``wall_time`` per step); a smaller ``chunk_size`` gives finer timing at the cost
-of one host round-trip per chunk. Compilation happens ahead of time, before the clock
-starts, and is reported separately (``compile_time``); compiled programs are cached by
-the structure and shapes of their arguments, so rerunning with other thresholds or
-other solver parameters does not recompile.
+With a device mesh (``HybridRunner(..., mesh=data_mesh())``, one axis ``"data"``) the
+batch axis is split over the devices: the chunk program is wrapped in ``jax.shard_map``
+and every device runs the unchanged block logic above on its own ``B / n`` members
+(stepper, indicator and policy parameters replicated). Each device therefore compacts its
+own flagged members (buckets up to ``B / n``, ``log2(B / n) + 1`` solver copies); there
+is no cross-device traffic inside a chunk, only the gather of its outputs to the host
+(every process gets the whole result under ``jax.distributed``). Members keep their
+global index, so member-keyed indicators (ensemble noise) give the same values as on one
+device. ``B`` must be a multiple of the number of devices.
+
+Wall time is recorded per chunk (``chunk_wall_time``, including the copy, or with a mesh
+the gather, of the chunk's outputs to the host) and spread evenly over the chunk's steps
+(``wall_time`` per step); a smaller ``chunk_size`` gives finer timing at the cost of one
+host round-trip per chunk. Compilation happens ahead of time, before the clock starts,
+and is reported separately (``compile_time``); compiled programs are cached by the
+structure and shapes of their arguments (and the mesh), so rerunning with other
+thresholds or other solver parameters does not recompile.
 """
 
 from __future__ import annotations
@@ -107,9 +118,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from solvers.grid import Grid
 from solvers.rollout import NonFiniteError
+from surrogate.distributed import DATA_AXIS, check_divisible, replicate, shard_batch, to_host
 from surrogate.hybrid.indicators import IndicatorContext, bind_indicator, indicator_config
 from surrogate.hybrid.policies import AlwaysSolver, policy_thresholds
 
@@ -348,9 +362,35 @@ _COMPILED: collections.OrderedDict[Any, Any] = collections.OrderedDict()
 _COMPILED_MAX = 32
 
 
-def _compiled_chunk(dynamic, carry, start_step, active_blocks, members, **static_kwargs):
-    """Ahead-of-time compiled chunk program (cached); returns ``(executable, seconds)``."""
+def _sharded(impl: Any, mesh: Mesh) -> Any:
+    """``impl`` run per device on its share of the batch (``jax.shard_map`` over ``"data"``).
+
+    Stepper/indicator/policy leaves and the two step scalars are replicated; the carry,
+    the member indices and every output are split on their batch axis (axis 1 of the
+    ``(I, B, T)`` indicator values). The body has no collective, so ``check_vma`` (which
+    only checks replication claims of outputs) is off.
+    """
+    rows = P(DATA_AXIS)
+    return jax.shard_map(
+        impl,
+        mesh=mesh,
+        in_specs=(P(), (rows, rows, rows), P(), P(), rows),
+        out_specs=((rows, rows, rows), rows, rows, rows, P(None, DATA_AXIS)),
+        check_vma=False,
+    )
+
+
+def _compiled_chunk(
+    dynamic, carry, start_step, active_blocks, members, *, mesh: Mesh | None = None, **static_kwargs
+):
+    """Ahead-of-time compiled chunk program (cached); returns ``(executable, seconds)``.
+
+    With ``mesh`` the arguments must already be placed (:func:`~surrogate.distributed.
+    replicate` / :func:`~surrogate.distributed.shard_batch`): the executable is compiled
+    for their shardings.
+    """
     key = (
+        mesh,
         tuple(sorted(static_kwargs.items(), key=lambda kv: kv[0])),
         tuple(_aval_key(x) for x in dynamic),
         tuple(_aval_key(x) for x in carry),
@@ -362,7 +402,8 @@ def _compiled_chunk(dynamic, carry, start_step, active_blocks, members, **static
         _COMPILED.move_to_end(key)
         return _COMPILED[key], 0.0
     t = time.perf_counter()
-    fn = jax.jit(partial(_chunk_impl, **static_kwargs))
+    impl = partial(_chunk_impl, **static_kwargs)
+    fn = jax.jit(impl if mesh is None else _sharded(impl, mesh))
     executable = fn.lower(dynamic, carry, start_step, active_blocks, members).compile()
     seconds = time.perf_counter() - t
     _COMPILED[key] = executable
@@ -395,13 +436,19 @@ class HybridRunner:
         chunk_size: steps per compiled chunk (rounded down to a multiple of the policy's
             ``block_size``, at least one block); sets the granularity of the timing.
         dt_rtol: relative tolerance on equal ``dt``.
+        mesh: optional device mesh with the single axis ``"data"``
+            (:func:`surrogate.distributed.data_mesh`): the batch is split over its devices,
+            each running the chunk program on its ``B / n`` members with no cross-device
+            traffic (see the module docstring). ``B`` must then be a multiple of ``n``.
+            Default ``None``: one device.
 
     Raises:
         ValueError: ``dt``, variables or grid differ between the steppers (the message
             names the mismatch); an indicator name is repeated; the policy names an
             indicator that was not given; a bad ``dispatch``, ``chunk_size`` or
-            ``blowup_threshold``.
-        TypeError: a stepper lacks ``dt``, ``variables`` or ``grid``.
+            ``blowup_threshold``; a ``mesh`` whose axes are not exactly ``("data",)``.
+        TypeError: a stepper lacks ``dt``, ``variables`` or ``grid``; ``mesh`` is not a
+            ``jax.sharding.Mesh``.
     """
 
     def __init__(
@@ -416,6 +463,7 @@ class HybridRunner:
         dispatch: str = "compact",
         chunk_size: int = 64,
         dt_rtol: float = 1e-6,
+        mesh: Mesh | None = None,
     ) -> None:
         for which, s in (("solver", solver), ("surrogate", surrogate)):
             for attr in ("dt", "variables", "grid"):
@@ -460,6 +508,17 @@ class HybridRunner:
             raise ValueError(
                 f"HybridRunner: blowup_threshold must be > 0 (inf allowed), got {blowup_threshold!r}"
             )
+        if mesh is not None:
+            if not isinstance(mesh, Mesh):
+                raise TypeError(
+                    f"HybridRunner: mesh must be a jax.sharding.Mesh or None, got "
+                    f"{type(mesh).__name__}"
+                )
+            if tuple(mesh.axis_names) != (DATA_AXIS,):
+                raise ValueError(
+                    f"HybridRunner: mesh must have the single axis ({DATA_AXIS!r},) "
+                    f"(surrogate.distributed.data_mesh), got axes {tuple(mesh.axis_names)}"
+                )
         block_size = getattr(policy, "block_size", None)
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise TypeError(
@@ -485,6 +544,7 @@ class HybridRunner:
         self.dispatch = dispatch
         self.chunk_size = chunk_size
         self.dt_rtol = float(dt_rtol)
+        self.mesh = mesh
         self.dt = dt_a
         self.variables = tuple(solver.variables)
         self.grid = g_a
@@ -502,6 +562,7 @@ class HybridRunner:
             "blowup_threshold": self.blowup_threshold,
             "dispatch": self.dispatch,
             "chunk_size": self.chunk_size,
+            "devices": None if self.mesh is None else int(self.mesh.size),
             "solver": _describe(self.solver),
             "surrogate": _describe(self.surrogate),
         }
@@ -551,7 +612,8 @@ class HybridRunner:
             A :class:`HybridResult`.
 
         Raises:
-            ValueError: bad shapes or ``num_steps``.
+            ValueError: bad shapes or ``num_steps``; with a mesh, ``B`` not divisible by
+                its number of devices.
             NonFiniteError: non-finite frames and ``check_finite`` (the result is
                 attached as ``error.result``).
         """
@@ -581,6 +643,11 @@ class HybridRunner:
                     f"HybridRunner.run: {which} maps a state of shape {shape} to {tuple(out.shape)}"
                 )
         batch = x.shape[0]
+        if self.mesh is not None:
+            try:
+                check_divisible(batch, self.mesh)
+            except ValueError as e:
+                raise ValueError(f"HybridRunner.run: {e}") from None
         ref = None
         if reference is not None:
             ref = np.asarray(reference)
@@ -603,6 +670,15 @@ class HybridRunner:
             ) from e
         carry = (x, x, jnp.zeros((batch,), jnp.int32))
         members = jnp.arange(batch, dtype=jnp.int32)
+        mesh = self.mesh
+        if mesh is None:
+            scalar = jnp.int32
+        else:
+            # Placed before lowering: the executable is compiled for these shardings, and
+            # each chunk's carry comes back with the same ones.
+            dynamic = replicate(dynamic, mesh)
+            carry, members = shard_batch((carry, members), mesh)
+            scalar = lambda v: replicate(np.int32(v), mesh)  # noqa: E731
         plan = self._plan(num_steps)
         compile_time = 0.0
         executables = {}
@@ -611,9 +687,10 @@ class HybridRunner:
                 executables[(nb, L)], seconds = _compiled_chunk(
                     dynamic,
                     carry,
-                    jnp.int32(0),
-                    jnp.int32(nb),
+                    scalar(0),
+                    scalar(nb),
                     members,
+                    mesh=mesh,
                     static=static,
                     num_blocks=nb,
                     block_len=L,
@@ -628,20 +705,23 @@ class HybridRunner:
         for first, active, nb, L in plan:
             t = time.perf_counter()
             carry, frames, engine, tripped, values = executables[(nb, L)](
-                dynamic, carry, jnp.int32(first), jnp.int32(active), members
+                dynamic, carry, scalar(first), scalar(active), members
             )
             jax.block_until_ready((carry, frames, engine, tripped, values))
+            # Whole arrays to the host (gathered from every process under
+            # jax.distributed), sliced there: no extra device program per chunk.
+            frames, engine, tripped, values = to_host((frames, engine, tripped, values))
             chunk_times.append(time.perf_counter() - t)
             n = active * L
             chunk_first.append(first)
             chunk_steps.append(n)
-            frames_out.append(np.asarray(frames[:, :n]))
-            engine_out.append(np.asarray(engine[:, :n]))
-            tripped_out.append(np.asarray(tripped[:, :n]))
-            values_out.append(np.asarray(values[:, :, :n]))
+            frames_out.append(frames[:, :n])
+            engine_out.append(engine[:, :n])
+            tripped_out.append(tripped[:, :n])
+            values_out.append(values[:, :, :n])
         wall_time = time.perf_counter() - t_start
 
-        states = np.concatenate([np.asarray(x)[:, None]] + frames_out, axis=1)
+        states = np.concatenate([to_host(x)[:, None]] + frames_out, axis=1)
         values = np.concatenate(values_out, axis=-1).astype(np.float64)
         rmse = None
         if ref is not None:
@@ -702,6 +782,7 @@ class HybridRunner:
             dispatch=self.dispatch,
             chunk_size=self.chunk_size,
             dt_rtol=self.dt_rtol,
+            mesh=self.mesh,
         )
 
     def run_solver_only(
