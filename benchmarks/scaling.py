@@ -37,6 +37,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,9 @@ def measure(
         str(train_batch),
     ]
     if processes:
-        child = [sys.executable, "-m", "surrogate.launch", "-n", str(processes), "--", *child]
+        logs = tempfile.mkdtemp(prefix="scaling-logs-")
+        launch = [sys.executable, "-m", "surrogate.launch", "-n", str(processes)]
+        child = [*launch, "--log-dir", logs, "--", *child]
     out = subprocess.run(child, env=env, cwd=REPO, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"scaling child failed ({out.returncode}):\n{out.stderr[-3000:]}")
