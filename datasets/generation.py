@@ -712,6 +712,30 @@ def _records_name(process: int) -> str:
     return f".records-process{process:05d}.json"
 
 
+def _adopt_finished_shards(out: pathlib.Path, manifest: dict, record_files) -> None:
+    """Add to ``manifest`` the shards an interrupted multi-process run finished.
+
+    A record counts when its shard file exists with the recorded size and sha256 (so a
+    file from another configuration, or one cut short, is computed again).
+    """
+    done = {s["index"] for s in manifest["shards"]}
+    for path in record_files:
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for r in records:
+            if r.get("index") in done or "nonfinite" in r or "file" not in r:
+                continue
+            shard = out / r["file"]
+            if not shard.is_file() or shard.stat().st_size != r.get("size"):
+                continue
+            if storage.sha256_file(shard) != r.get("sha256"):
+                continue
+            manifest["shards"].append(r)
+            done.add(r["index"])
+
+
 def _generate_multiprocess(
     out: pathlib.Path,
     spec: dict,
@@ -724,11 +748,15 @@ def _generate_multiprocess(
     """``generate`` under ``jax.distributed``: disjoint shards per process, one manifest.
 
     Process 0 takes the lock and prepares the manifest; barrier; process ``p`` of ``P``
-    computes pending shards ``p, p + P, ...`` on its local devices and writes them plus a
-    list of their records (atomically); barrier; process 0 merges the records into the
-    manifest and computes the statistics; barrier. Only process 0 writes the manifest,
-    so there is no race on it. A process that dies leaves the others waiting at a
-    barrier (the job scheduler's time limit ends them); rerunning resumes.
+    computes pending shards ``p, p + P, ...`` on its local devices, writing each shard and
+    then its own record list (atomically, after every shard); barrier; process 0 merges
+    the records into the manifest and computes the statistics; barrier. Only process 0
+    writes the manifest, so there is no race on it.
+
+    A process that dies makes the others fail (``hs-launch`` stops them at once; without
+    it JAX does after its heartbeat timeout). Rerunning resumes: process 0 first adopts
+    the shards listed in leftover record files whose bytes still match their checksum,
+    so only the shards that were never finished are computed again.
     """
     from jax.experimental import multihost_utils
 
@@ -738,11 +766,13 @@ def _generate_multiprocess(
         if pid == 0:
             stack.enter_context(storage.writer_lock(out))
             storage.remove_stale_temporaries(out)
-            for p in out.glob(".records-process*.json"):
-                p.unlink()
+            leftover = sorted(out.glob(".records-process*.json"))
             manifest = _prepare(out, spec, layout, solver, overwrite)
             if not manifest["complete"]:
+                _adopt_finished_shards(out, manifest, leftover)
                 _event(manifest, "resumed" if manifest["shards"] else "started", batch_size, nproc)
+            for p in leftover:
+                p.unlink(missing_ok=True)
             _write_manifest(out, manifest)
         multihost_utils.sync_global_devices(f"{tag}:prepared")
         manifest = read_manifest(out)
@@ -750,9 +780,13 @@ def _generate_multiprocess(
         done = {s["index"] for s in manifest["shards"]}
         pending = [k for k in range(num_shards) if k not in done]
         mine = pending[pid::nproc]
+        records = []
         with precision_scope(layout["precision"]):
-            records = list(_produce(out, spec, layout, solver, mine, batch_size, mesh))
-        storage.write_json_atomic(out / _records_name(pid), records)
+            for record in _produce(out, spec, layout, solver, mine, batch_size, mesh):
+                records.append(record)
+                storage.write_json_atomic(out / _records_name(pid), records)
+        if not records:
+            storage.write_json_atomic(out / _records_name(pid), records)
         multihost_utils.sync_global_devices(f"{tag}:produced")
         if pid == 0 and pending:
             for p in range(nproc):
@@ -770,7 +804,8 @@ def _generate_multiprocess(
                 _raise_nonfinite(bad)
             _ensure_statistics(out, manifest)
         elif pid == 0:
-            (out / _records_name(0)).unlink()
+            for p in range(nproc):
+                (out / _records_name(p)).unlink(missing_ok=True)
             _ensure_statistics(out, manifest)
         multihost_utils.sync_global_devices(f"{tag}:finished")
     if any("nonfinite" in r for r in records):

@@ -390,10 +390,23 @@ class WindowLoader:
         b = self.batch_size
         return self._permutation(epoch)[within * b : (within + 1) * b]
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(
+        self, step: int, part: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``step``: ``inputs (B, history, C, *spatial)``, ``targets (B, horizon, C,
-        *spatial)``, where targets are the frames right after the inputs."""
+        *spatial)``, where targets are the frames right after the inputs.
+
+        With ``part=(i, p)`` only the ``i``-th of ``p`` contiguous, near-equal slices of the
+        batch's rows (rows ``B*i//p`` to ``B*(i+1)//p``) is read and returned: how each of
+        ``p`` data-parallel processes reads just its own share.
+        """
         w = self.window_indices(step)
+        if part is not None:
+            i, p = (int(v) for v in part)
+            if not 0 <= i < p:
+                raise ValueError(f"WindowLoader: part must be (i, p) with 0 <= i < p, got {part}")
+            n = w.size
+            w = w[n * i // p : n * (i + 1) // p]
         rows, t0 = np.divmod(w, self.windows_per_trajectory)
         if self._data is not None:
             frames = self._data[rows[:, None], t0[:, None] + np.arange(self.window_length)]

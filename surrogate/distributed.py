@@ -117,6 +117,33 @@ def shard_batch(x: Any, mesh: Mesh) -> Any:
     return jax.tree.map(place, x)
 
 
+def from_process_rows(local: Any, global_batch: int, mesh: Mesh) -> Any:
+    """Assemble a batch split over ``"data"`` from each process's own rows.
+
+    ``local`` (a pytree of ``(b_i, ...)`` arrays) holds this process's contiguous share
+    :func:`process_slice` of a ``global_batch``-row batch, as read by a loader that reads
+    only its share (``WindowLoader.batch(step, part=(process_index, process_count))``).
+
+    Raises:
+        ValueError: ``global_batch`` not divisible by the devices on ``"data"``, or a
+            leaf whose row count is not this process's share.
+    """
+    sharding = batch_sharding(mesh)
+    check_divisible(global_batch, mesh)
+    mine = process_slice(global_batch)
+
+    def place(a):
+        a = np.asarray(a)
+        if a.shape[0] != mine.stop - mine.start:
+            raise ValueError(
+                f"from_process_rows: process {jax.process_index()} holds {a.shape[0]} rows; "
+                f"its share of {global_batch} is rows {mine.start}..{mine.stop - 1}"
+            )
+        return jax.make_array_from_process_local_data(sharding, a, (global_batch, *a.shape[1:]))
+
+    return jax.tree.map(place, local)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Every leaf of ``tree`` whole on every device of ``mesh`` (same value everywhere)."""
     sharding = replicated_sharding(mesh)
@@ -258,6 +285,7 @@ __all__ = [
     "batch_sharding",
     "check_divisible",
     "data_mesh",
+    "from_process_rows",
     "initialize_from_env",
     "is_primary",
     "process_slice",

@@ -484,7 +484,9 @@ def train(
         forecaster: initial forecaster (its parameters are the starting point unless a
             checkpoint in ``run_dir`` is resumed).
         loader: object with ``batch(step) -> (inputs (B, h, C, *sp), targets (B, K, C, *sp))``
-            with ``K >= cfg.max_rollout``, pure in ``step``.
+            with ``K >= cfg.max_rollout``, pure in ``step``. Under several processes a
+            loader that also has ``window_indices(step)`` and ``batch(step, part=(i, p))``
+            (:class:`datasets.WindowLoader`) reads only this process's rows.
         cfg: hyper-parameters.
         run_dir: directory for checkpoints (``checkpoints/``, ``best/``) and metrics.
         val_loader: like ``loader`` with ``K >= cfg.val_rollout_steps`` (optional).
@@ -495,9 +497,10 @@ def train(
         on_step: callback after each logged step (used by tests to simulate a crash).
         mesh: data parallelism (see :mod:`surrogate.distributed`): a mesh with axis
             ``"data"``; parameters and optimizer state are replicated, each batch is
-            split on its leading axis (its size must divide by the device count) and XLA
-            all-reduces the gradients. Under several processes every process calls
-            ``train`` with the same arguments and contributes its rows of each batch.
+            split on its leading axis (its size must divide by the device count), each
+            device computes its rows' gradients (``jax.shard_map``) and one all-reduce
+            averages them. Under several processes every process calls ``train`` with
+            the same arguments and contributes its rows of each batch.
             Checkpoints hold plain arrays, so a run resumes on any device count.
             ``None`` (default): one device, as before.
 
@@ -532,6 +535,9 @@ def train(
         make_validation(forecaster, cfg.val_rollout_steps) if val_loader is not None else None
     )
     base_key = jax.random.key(cfg.seed)
+    # Several processes and a loader that can read a share of a batch (WindowLoader):
+    # each reads only its own rows. Other loaders give the whole batch everywhere.
+    own_rows = jax.process_count() > 1 and hasattr(loader, "window_indices")
     end = cfg.num_steps if stop_at is None else min(stop_at, cfg.num_steps)
     pending: list[tuple[int, Array, Array]] = []
     bar = _progress(progress, start, cfg.num_steps)
@@ -541,10 +547,17 @@ def train(
             k = cfg.rollout_at(step)
             if k not in steps_cache:
                 steps_cache[k] = make_train_step(forecaster, optimizer, cfg, k, mesh)
-            inputs, targets = loader.batch(step)
             key = jax.random.fold_in(base_key, step)
+            if mesh is not None and own_rows:  # read only this process's rows
+                rows = len(loader.window_indices(step))
+                part = (jax.process_index(), jax.process_count())
+                local = loader.batch(step, part=part)
+                inputs, targets = distributed.from_process_rows(local, rows, mesh)
+            else:
+                inputs, targets = loader.batch(step)
             if mesh is not None:
-                inputs, targets = distributed.shard_batch((inputs, targets), mesh)
+                if not own_rows:
+                    inputs, targets = distributed.shard_batch((inputs, targets), mesh)
                 key = distributed.replicate(key, mesh)
             params, opt_state, loss, gnorm = steps_cache[k](params, opt_state, inputs, targets, key)
             pending.append((step, loss, gnorm))

@@ -13,8 +13,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -178,10 +180,15 @@ cfg = small_config(num_steps=2, log_every=1, checkpoint_every=2)
 mesh = distributed.data_mesh()
 res = train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, root / f"run{pid}",
             progress=False, mesh=mesh)
+# a WindowLoader: each process reads only its rows of every batch
+windows = datasets.WindowLoader(root / "data", "train", batch_size=4, seed=0)
+own = train(init_forecaster(spec, stats), windows, cfg, root / f"own{pid}", progress=False,
+            mesh=mesh)
+np.savez(root / f"own_params_{pid}.npz", *leaves(own.forecaster))
 print(json.dumps({"pid": jax.process_index(), "processes": jax.process_count(),
                   "global_devices": jax.device_count(), "step": res.step,
                   "loss": res.metrics[-1]["loss"], "params": [float(x.sum()) for x in
-                  leaves(res.forecaster)]}))
+                  leaves(res.forecaster)], "own_losses": [m["loss"] for m in own.metrics]}))
 """
 
 
@@ -249,3 +256,276 @@ def test_two_processes_generate_and_train(tmp_path):
 
     assert checksums(tmp_path / "data") == checksums(single)
     assert not list((tmp_path / "data").glob(".records-*"))
+    # Rows read per process and assembled equal the whole batch read by one process.
+    from surrogate.train import init_forecaster, train
+    from tests.surrogate.test_train import make_setup, small_config
+
+    _, _, spec, stats = make_setup()
+    windows = datasets.WindowLoader(tmp_path / "data", "train", batch_size=4, seed=0)
+    cfg = small_config(num_steps=2, log_every=1, checkpoint_every=2)
+    one = train(init_forecaster(spec, stats), windows, cfg, tmp_path / "own1", progress=False)
+    np.testing.assert_allclose(
+        outs[0]["own_losses"], [m["loss"] for m in one.metrics], rtol=1e-5, atol=1e-7
+    )
+    for pid in (0, 1):
+        got = np.load(tmp_path / f"own_params_{pid}.npz")
+        refs = jax.tree.leaves(one.forecaster.params)
+        assert len(got.files) == len(refs)
+        for i, ref in enumerate(refs):
+            # two AdamW steps, gradient sums in another order: float32 round-off
+            np.testing.assert_allclose(got[f"arr_{i}"], np.asarray(ref), rtol=1e-3, atol=1e-6)
+
+
+# ---- failures, resume, Slurm, the whole pipeline -----------------------------------------
+def _launch(args: list[str], tmp_path, timeout: float = 240.0, env=None):
+    """``python -m surrogate.launch <args>`` with one CPU device per process."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))},
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(REPO),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "surrogate.launch", "--log-dir", str(tmp_path / "logs"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+GENERATE_MAYBE_CRASH = """
+import os, pathlib, sys
+from surrogate import distributed
+distributed.initialize_from_env()
+import jax
+import datasets
+from datasets import storage
+from tests.datasets.dataset_helpers import ks_solver
+
+root, crash = pathlib.Path(sys.argv[1]), sys.argv[2] == "1"
+if crash and jax.process_index() == 1:
+    real, calls = storage.write_shard, []
+
+    def write_shard(ds, final):  # dies when it starts its second shard
+        calls.append(final)
+        if len(calls) == 2:
+            os._exit(17)
+        return real(ds, final)
+
+    storage.write_shard = write_shard
+datasets.generate(ks_solver(), root, num_trajectories=10, num_frames=4,
+                  trajectories_per_shard=2, batch_size=2, progress=False)
+"""
+
+
+def test_a_crash_in_multiprocess_generation_loses_only_unfinished_shards(tmp_path):
+    import datasets
+    from tests.datasets.dataset_helpers import checksums, ks_solver
+
+    data = tmp_path / "data"
+    cmd = ["-n", "2", "--no-pin", "--", sys.executable, "-c", GENERATE_MAYBE_CRASH, str(data)]
+    crashed = _launch([*cmd, "1"], tmp_path)
+    assert crashed.returncode == 17, crashed.stderr[-3000:]
+    assert "process 1 exited with status 17; stopping the others" in crashed.stderr
+    assert not datasets.read_manifest(data)["complete"]
+    # Process 1 finished shard 1 (its first) before dying: it must survive the rerun.
+    first = data / datasets.storage.shard_name(1)
+    assert first.is_file()
+    before = first.stat()
+    rerun = _launch([*cmd, "0"], tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    manifest = datasets.read_manifest(data)
+    assert manifest["complete"] and [e["event"] for e in manifest["history"]][-2:] == [
+        "resumed",
+        "completed",
+    ]
+    after = first.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    single = datasets.generate(
+        ks_solver(),
+        tmp_path / "single",
+        num_trajectories=10,
+        num_frames=4,
+        trajectories_per_shard=2,
+        batch_size=2,
+        progress=False,
+    )
+    assert checksums(data) == checksums(single)
+    assert not list(data.glob(".records-*"))
+
+
+SLURM_JOIN = """
+import json
+from surrogate import distributed
+joined = distributed.initialize_from_env()  # "auto": JAX's Slurm detection
+import jax, numpy as np
+mesh = distributed.data_mesh()
+x = distributed.shard_batch(np.arange(4.0), mesh)  # each process contributes 2 rows
+print(json.dumps({"joined": joined, "pid": jax.process_index(), "n": jax.process_count(),
+                  "gathered": distributed.to_host(x).tolist()}))
+"""
+
+
+def _free_slurm_job_id() -> int:
+    """A job id whose JAX-derived coordinator port (61440 + id % 4096) is free now."""
+    for job in range(1000 + os.getpid() % 2000, 4096):
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", 61440 + job))
+            except OSError:
+                continue
+            return job
+    raise RuntimeError("no free port in 61440..65535")
+
+
+def test_slurm_step_is_detected_and_joined(tmp_path):
+    job = _free_slurm_job_id()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
+    procs = []
+    for i in range(2):
+        env = {
+            **base,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "JAX_PLATFORMS": "cpu",
+            "PYTHONPATH": str(REPO),
+            # what `srun --ntasks=2` on one node called "localhost" sets
+            "SLURM_JOB_ID": str(job),
+            "SLURM_STEP_ID": "0",
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(i),
+            "SLURM_LOCALID": str(i),
+            "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_STEP_NUM_NODES": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SLURM_JOIN],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=120)
+            assert p.returncode == 0, stderr[-3000:]
+            outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [o["pid"] for o in outs] == [0, 1]
+    assert all(o["joined"] and o["n"] == 2 for o in outs)
+    assert all(o["gathered"] == [0.0, 1.0, 2.0, 3.0] for o in outs)
+
+
+HEARTBEAT = """
+import os, sys, time
+from surrogate import distributed
+distributed.initialize_from_env(heartbeat_timeout=5)
+import jax
+distributed.barrier("up")
+if jax.process_index() == 1:
+    os._exit(3)  # dies without a word to the coordinator
+t = time.monotonic()
+distributed.barrier("never")  # process 1 is gone
+print("survived the barrier", flush=True)
+"""
+
+
+def test_without_a_launcher_jax_ends_the_survivors_of_a_dead_process(tmp_path):
+    port = str(_free_port())
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HEARTBEAT],
+            env={
+                **base,
+                "JAX_PLATFORMS": "cpu",
+                "PYTHONPATH": str(REPO),
+                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": str(i),
+            },
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    t0 = time.monotonic()
+    try:
+        out0, err0 = procs[0].communicate(timeout=90)  # would hang without the heartbeat
+        procs[1].communicate(timeout=10)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[1].returncode == 3
+    assert procs[0].returncode != 0 and "survived" not in out0
+    assert "heartbeat" in err0 or "unhealthy" in err0, err0[-2000:]
+    assert time.monotonic() - t0 < 60
+
+
+def test_pipeline_under_two_processes_matches_one(tmp_path):
+    """``hs-launch -n 2 -- hs-pipeline experiment=tiny``: every stage, shared work, one set
+    of files; the sharded evaluation equals a one-process evaluation of the same bundle."""
+    import xarray as xr
+
+    import datasets
+    from surrogate.bundle import load_forecaster
+    from surrogate.evaluate import evaluate
+    from tests.datasets.dataset_helpers import ks_solver  # noqa: F401 (import check)
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    proc = _launch(
+        [
+            "-n",
+            "2",
+            "--",
+            sys.executable,
+            "-m",
+            "surrogate",
+            "experiment=tiny",
+            f"data.path={data}",
+            f"hydra.run.dir={run}",
+        ],
+        tmp_path,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log1 = (tmp_path / "logs" / "process-1.log").read_text()
+    assert "process 1 of 2, 1 local / 2 global devices" in log1
+    for f in ("report.html", "evaluation.nc", "hybrid/summary.json", "forecaster/bundle.json"):
+        assert (run / f).is_file(), f
+    assert datasets.read_manifest(data)["complete"]
+    metrics = [json.loads(x) for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert len({m["step"] for m in metrics if "loss" in m}) == len(
+        [m for m in metrics if "loss" in m]
+    )  # one writer: no duplicated rows
+    stored = xr.open_dataset(run / "evaluation.nc")
+    forecaster = load_forecaster(run / "forecaster")
+    truth = datasets.load_trajectories(data, "test")[: stored.attrs["num_trajectories"]]
+    again = evaluate(
+        forecaster,
+        truth,
+        statistics=datasets.load_statistics(data),
+        baselines=(),
+        batch_size=int(stored.attrs["batch_size"]),
+    )
+    # per-member rollouts on 1 row per device vs 2 rows on one: float32 round-off only
+    np.testing.assert_allclose(
+        again.rmse.sel(model="surrogate").values,
+        stored.rmse.sel(model="surrogate").values,
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    summary = json.loads((run / "hybrid" / "summary.json").read_text())
+    assert summary["num_trajectories"] == 2 and summary["hybrid"]["solver_fraction"] >= 0

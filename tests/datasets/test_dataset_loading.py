@@ -165,6 +165,22 @@ def test_batches_are_pure_functions_of_seed_and_step(ks_dataset):
         np.testing.assert_array_equal(x, x2)
 
 
+def test_process_parts_tile_the_batch_in_memory_and_lazily(ks_dataset):
+    for budget in (4 << 30, 0):  # in RAM, then read from the shards
+        loader = _loader(ks_dataset, batch_size=7, seed=2, memory_budget_bytes=budget)
+        assert loader.in_memory == (budget > 0)
+        for step in (0, 3):
+            whole = loader.batch(step)
+            for p in (1, 2, 3):
+                parts = [loader.batch(step, part=(i, p)) for i in range(p)]
+                sizes = [x.shape[0] for x, _ in parts]
+                assert max(sizes) - min(sizes) <= 1
+                for k in (0, 1):  # inputs, targets: the parts, in order, are the batch
+                    np.testing.assert_array_equal(np.concatenate([q[k] for q in parts]), whole[k])
+        with pytest.raises(ValueError, match="part must be"):
+            loader.batch(0, part=(2, 2))
+
+
 def test_iterate_can_be_abandoned_and_forever(ks_dataset):
     loader = _loader(ks_dataset, prefetch=1)
     it = loader.iterate()  # unbounded
