@@ -1,11 +1,21 @@
 """Data parallelism on JAX's own runtime: one mesh axis ``"data"`` over all devices.
 
-One process per host, each seeing its local devices (GPUs, or CPU devices forced with
-``XLA_FLAGS=--xla_force_host_platform_device_count=N``); several hosts join through
-:func:`initialize_from_env` (``jax.distributed``). Arrays whose leading axis is the batch
-are split over the ``"data"`` axis (``NamedSharding(mesh, P("data"))``); parameters and
-optimizer state are replicated (``P()``). A jitted function of such arrays runs the same
-program on every device and XLA inserts the collectives (the gradient all-reduce).
+One process per host (or per GPU, or per CPU core group), each seeing its local devices
+(GPUs, or CPU devices forced with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``);
+processes join through :func:`initialize_from_env` (``jax.distributed``). Arrays whose
+leading axis is the batch are split over the ``"data"`` axis (``NamedSharding(mesh,
+P("data"))``); parameters and optimizer state are replicated (``P()``).
+
+Batch-parallel computations are written with ``jax.shard_map`` over ``"data"`` (each
+device runs the unbatched-per-member program on its rows; the train step averages
+gradients with one ``pmean``), not left to XLA's sharding propagation: with sharding
+annotations alone XLA's partitioner all-gathers the batch before every FFT (measured in
+``simulate_batch`` and in AFNO's train step), so every device computed the whole batch.
+
+On one host, ``hs-launch`` (:mod:`surrogate.launch`) starts the processes of a job with
+the environment below; on a cluster, ``srun``. A process that dies ends the job: the
+launcher stops the others at once, and without one JAX's coordination service does after
+``heartbeat_timeout`` seconds.
 
 Environment read by :func:`initialize_from_env` (either set is enough):
 
