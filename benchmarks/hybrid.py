@@ -14,6 +14,13 @@ spectrum. The figure is ``<run_dir>/figures/hybrid_tradeoff.png``.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+# `python benchmarks/<script>.py` puts benchmarks/ first on sys.path, where solvers.py and
+# datasets.py would shadow the project's packages of the same names.
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import shutil

@@ -31,6 +31,13 @@ operations). Processes pinned to their own cores are the CPU route to parallel s
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+# `python benchmarks/<script>.py` puts benchmarks/ first on sys.path, where solvers.py and
+# datasets.py would shadow the project's packages of the same names.
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import os
