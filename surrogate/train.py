@@ -490,7 +490,8 @@ def train(
         cfg: hyper-parameters.
         run_dir: directory for checkpoints (``checkpoints/``, ``best/``) and metrics.
         val_loader: like ``loader`` with ``K >= cfg.val_rollout_steps`` (optional).
-        resume: continue from the latest checkpoint in ``run_dir`` when there is one.
+        resume: continue from the latest checkpoint in ``run_dir`` when there is one;
+            ``False`` refuses a ``run_dir`` that already holds checkpoints.
         progress: show a progress bar.
         stop_at: stop (after checkpointing) at this step, as if killed (for tests and
             time-limited jobs).
@@ -509,6 +510,7 @@ def train(
 
     Raises:
         TrainingDivergedError: a non-finite loss; the last good checkpoint is kept.
+        FileExistsError: ``resume=False`` and ``run_dir`` already holds checkpoints.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -519,6 +521,11 @@ def train(
     ckpts = _Checkpoints(run_dir, cfg.keep_checkpoints)
     start = 0
     best_val = math.inf
+    if not resume and ckpts.last.latest_step() is not None:
+        raise FileExistsError(
+            f"train: {run_dir} holds checkpoints up to step {ckpts.last.latest_step()}; "
+            "pass resume=True to continue that run, or use a new run_dir"
+        )
     if resume and ckpts.last.latest_step() is not None:
         params, opt_state, meta = ckpts.restore(ckpts.last, params, opt_state)
         start = int(meta["step"])

@@ -16,6 +16,7 @@ OUTPUTS = {
     "03_train_forecaster.py": ["forecaster/bundle.json", "train/metrics.csv"],
     "04_hybrid_runner.py": ["hybrid.nc", "04_hybrid_engines.png"],
     "05_evaluate_and_compare.py": ["evaluation.nc", "05_skill.png", "05_spectra.png"],
+    "06_data_parallel.py": ["06_data_parallel.json"],
 }
 
 
@@ -42,3 +43,10 @@ def test_example_runs_tiny(name, out):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rel in OUTPUTS[name]:
         assert (out / rel).exists() and (out / rel).stat().st_size > 0, rel
+    if name == "06_data_parallel.py":
+        import json
+
+        r = json.loads((out / "06_data_parallel.json").read_text())
+        assert r["devices"] == 4 and r["generation_byte_identical"] and r["hybrid_same_engines"]
+        assert r["train_step_max_param_difference"] < 1e-5  # float32 reduction order only
+        assert r["evaluation_max_rmse_difference"] < 1e-5

@@ -158,6 +158,16 @@ def test_bitwise_resume_after_stop(setup, tmp_path):
     assert [r["loss"] for r in straight.metrics] == [
         r["loss"] for r in MetricsLog.read(tmp_path / "b")
     ]
+    # resume=False never silently trains over an existing run
+    with pytest.raises(FileExistsError, match="holds checkpoints up to step 20; pass resume=True"):
+        train(
+            init_forecaster(spec, stats),
+            ArrayLoader(data, 8),
+            cfg,
+            tmp_path / "b",
+            progress=False,
+            resume=False,
+        )
 
 
 def test_bitwise_resume_after_sigkill(setup, tmp_path):
