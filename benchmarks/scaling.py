@@ -112,7 +112,13 @@ if distributed.is_primary():
 
 
 def measure(
-    n: int, quick: bool, real: bool, repeats: int, train_batch: int, processes: int = 0
+    n: int,
+    quick: bool,
+    real: bool,
+    repeats: int,
+    train_batch: int,
+    processes: int = 0,
+    pin: bool = True,
 ) -> dict:
     """One measurement: ``n`` devices in one process, or ``processes`` pinned processes."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -133,6 +139,7 @@ def measure(
     if processes:
         logs = tempfile.mkdtemp(prefix="scaling-logs-")
         launch = [sys.executable, "-m", "surrogate.launch", "-n", str(processes)]
+        launch += [] if pin else ["--no-pin"]
         child = [*launch, "--log-dir", logs, "--", *child]
     out = subprocess.run(child, env=env, cwd=REPO, capture_output=True, text=True)
     if out.returncode:
@@ -149,6 +156,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept")
     ap.add_argument("--train-batch", type=int, default=128, help="global training batch")
+    ap.add_argument("--no-pin", action="store_true", help="processes share all cores")
     ap.add_argument("--real", action="store_true", help="real devices, no forced CPU ones")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -165,7 +173,15 @@ def main() -> None:
         (
             "processes",
             p,
-            measure(1, args.quick, args.real, args.repeats, args.train_batch, processes=p),
+            measure(
+                1,
+                args.quick,
+                args.real,
+                args.repeats,
+                args.train_batch,
+                processes=p,
+                pin=not args.no_pin,
+            ),
         )
         for p in args.processes
     ]
