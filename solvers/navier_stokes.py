@@ -365,6 +365,28 @@ class NavierStokes2D(ETDRK4Solver):
         """
         return self._fields(state)[..., :2, :, :]
 
+    def courant_number(self, state: Array) -> Array:
+        """Advective Courant number of ``state`` at the internal step ``h = dt / num_substeps``.
+
+        ``max_x |u| h / min(dx, dy)`` with ``|u|`` the local speed (dimensionless). The
+        start-up check bounds it a priori through :meth:`velocity_bound`; this is the
+        value of a given state, for states the solver did not produce itself (a
+        surrogate's, in the hybrid runner). On the Kolmogorov preset (64^2, h = 1/60) the
+        solver's own states stay below 0.75 (1.3 with doubled initial anomalies), and a
+        surrogate-made state at 1.67 blew it up; the limit falls on finer grids (see
+        ``_MAX_COURANT``).
+
+        Args:
+            state: vorticity ``(1, n_y, n_x)``.
+
+        Returns:
+            Scalar, in the state's dtype.
+        """
+        u, v = self.velocity(state)
+        h = self.dt / self.num_substeps
+        dx = min(L / n for L, n in zip(self.grid.domain_length, self.grid.num_points, strict=True))
+        return (jnp.sqrt(jnp.max(u * u + v * v)) * h / dx).astype(state.dtype)
+
     def energy_spectrum(self, state: Array) -> tuple[Array, Array]:
         """Isotropic kinetic-energy spectrum, summed over wavenumber shells.
 

@@ -334,6 +334,24 @@ def _mean_spectrum(states: np.ndarray, grid, start: int) -> tuple[np.ndarray, np
     return np.asarray(k), np.asarray(spec).reshape(-1, *np.asarray(spec).shape[-2:]).mean(axis=0)
 
 
+def _nonfinite(res, what: str) -> dict[str, Any]:
+    """Members of a hybrid run that went non-finite, logged and summarised."""
+    first = res.first_nonfinite_frame()
+    bad = np.flatnonzero(first >= 0)
+    if not bad.size:
+        return {"nonfinite_members": 0, "first_nonfinite_time": None}
+    t = float(res.t0 + first[bad].min() * res.dt)
+    log.warning(
+        "%s: %d of %d members went non-finite (first at t = %g): the solver failed on a "
+        "state it was handed; see the CourantNumber indicator",
+        what,
+        bad.size,
+        first.size,
+        t,
+    )
+    return {"nonfinite_members": int(bad.size), "first_nonfinite_time": t}
+
+
 def stage_hybrid(
     runner,
     data_dir: Path,
@@ -366,6 +384,7 @@ def stage_hybrid(
             ``{"amplitude_x2": 2.0}`` scales the initial anomalies (out of distribution).
     """
     import datasets
+    from solvers.rollout import NonFiniteError
     from surrogate import plots
     from surrogate.hybrid import AlwaysSurrogate
 
@@ -398,7 +417,7 @@ def stage_hybrid(
         """Short-lead RMSE vs the solver and the long-run spectrum's largest relative error."""
         _, spec = _mean_spectrum(res.states, grid, num_steps // 2)
         rel = np.where(resolved, np.abs(spec / np.where(resolved, spec_solver, 1.0) - 1.0), 0.0)
-        out = res.summary(baseline=solver_run)
+        out = {**res.summary(baseline=solver_run), **_nonfinite(res, "hybrid run")}
         out["short_lead_rmse"] = {v: float(np.nanmean(res.rmse[v][:, lead])) for v in variables}
         out["long_run_spectrum_max_rel_error"] = {
             v: float(np.nanmax(rel[i])) for i, v in enumerate(variables)
@@ -409,7 +428,9 @@ def stage_hybrid(
     surrogate_run = runner.with_policy(AlwaysSurrogate(), indicators=()).run(
         x0, num_steps, reference=reference, check_finite=False
     )
-    hybrid_run = runner.run(x0, num_steps, reference=reference)
+    # A hybrid run can fail where neither engine fails alone (the solver handed a surrogate
+    # state outside its stability region): record such members instead of losing the stage.
+    hybrid_run = runner.run(x0, num_steps, reference=reference, check_finite=False)
     if is_primary():
         hybrid_run.to_netcdf(out_dir / "run.nc")
     blowups = surrogate_run.first_nonfinite_frame()
@@ -450,7 +471,7 @@ def stage_hybrid(
             th = list(policy.threshold)
             th[i] = float(value)
             res = runner.with_policy(dataclasses.replace(policy, threshold=tuple(th))).run(
-                x0, num_steps, reference=reference
+                x0, num_steps, reference=reference, check_finite=False
             )
             row = scores(res)
             row.pop("spectrum")
@@ -459,15 +480,20 @@ def stage_hybrid(
     for name, factor in (scenarios or {}).items():
         mean = x0.mean(axis=tuple(range(2, x0.ndim)), keepdims=True)
         xs = mean + float(factor) * (x0 - mean)
-        ref = runner.run_solver_only(xs, num_steps)
+        try:
+            ref = runner.run_solver_only(xs, num_steps)
+        except NonFiniteError as e:  # the scenario is outside what the solver can integrate
+            log.warning("hybrid: scenario %s skipped: the solver alone fails (%s)", name, e)
+            summary[f"scenario_{name}"] = {"amplitude_factor": float(factor), "skipped": str(e)}
+            continue
         sur = runner.with_policy(AlwaysSurrogate(), indicators=()).run(
             xs, num_steps, reference=ref.states, check_finite=False
         )
-        hyb = runner.run(xs, num_steps, reference=ref.states)
+        hyb = runner.run(xs, num_steps, reference=ref.states, check_finite=False)
         bl = sur.first_nonfinite_frame()
         summary[f"scenario_{name}"] = {
             "amplitude_factor": float(factor),
-            "hybrid": hyb.summary(baseline=ref),
+            "hybrid": {**hyb.summary(baseline=ref), **_nonfinite(hyb, f"scenario {name}: hybrid")},
             "surrogate_blown_up_members": int(np.sum(bl >= 0)),
             "surrogate_final_rmse": {v: float(np.nanmean(sur.rmse[v][:, -1])) for v in variables},
         }

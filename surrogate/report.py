@@ -249,14 +249,28 @@ def write_report(
             "largest relative deviation of the mean power spectrum over the second half of the run from the "
             "solver's, over the resolved wavenumbers."
         )
+        bad = hy["hybrid"].get("nonfinite_members", 0)
+        if bad:
+            doc.p(
+                f"The configured hybrid run went non-finite in {bad} members (first at t = "
+                f"{_fmt(hy['hybrid'].get('first_nonfinite_time'))}): the solver failed on a state the "
+                "surrogate handed it. A CourantNumber indicator in the policy rolls such steps back."
+            )
         for key, val in hy.items():
-            if key.startswith("scenario_"):
-                doc.p(
-                    f"Out-of-distribution scenario {key[9:]} (initial anomalies x{val['amplitude_factor']:g}): hybrid used the "
-                    f"solver on {100 * val['hybrid']['solver_fraction']:.0f}% of steps (speed-up "
-                    f"{_fmt(val['hybrid'].get('speedup'))}); pure surrogate blew up in "
-                    f"{val['surrogate_blown_up_members']} members, final RMSE {val['surrogate_final_rmse']}."
-                )
+            if not key.startswith("scenario_"):
+                continue
+            head = f"Out-of-distribution scenario {key[9:]} (initial anomalies x{val['amplitude_factor']:g})"
+            if "skipped" in val:
+                doc.p(f"{head}: skipped, the solver alone fails there ({val['skipped']}).")
+                continue
+            bad = val["hybrid"].get("nonfinite_members", 0)
+            doc.p(
+                f"{head}: hybrid used the solver on {100 * val['hybrid']['solver_fraction']:.0f}% of "
+                f"steps (speed-up {_fmt(val['hybrid'].get('speedup'))})"
+                + (f", and went non-finite in {bad} members" if bad else "")
+                + f"; pure surrogate blew up in {val['surrogate_blown_up_members']} members, final "
+                f"RMSE {val['surrogate_final_rmse']}."
+            )
         for name, caption in (
             ("hybrid_tradeoff.png", "Accuracy versus speed-up over the indicator threshold sweep"),
             ("hybrid_rmse.png", "Error against the pure solver over time"),

@@ -126,3 +126,39 @@ def test_bad_key_fails_at_start_up(tmp_path):
     assert proc.returncode == 1
     assert "solver: unknown key 'viscosty'" in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing was generated
+
+
+def test_hybrid_stage_records_members_that_go_nonfinite(tmp_path):
+    """A hybrid run can fail where the solver alone does not; the stage records it (summary,
+    log, report) instead of losing its other runs."""
+    import datasets
+    from surrogate import pipeline
+    from surrogate.hybrid import AlwaysSurrogate, HybridRunner
+    from surrogate.report import write_report
+    from tests.datasets.dataset_helpers import ks_solver
+    from tests.surrogate.test_hybrid import Scaled
+
+    solver = ks_solver()
+    data = datasets.generate(
+        solver,
+        tmp_path / "data",
+        num_trajectories=10,
+        num_frames=4,
+        trajectories_per_shard=5,
+        splits={"train": 0.6, "val": 0.2, "test": 0.2},
+        progress=False,
+    )
+    # accepts a NaN surrogate step: every member goes non-finite at the first step
+    runner = HybridRunner(
+        solver, Scaled(solver, float("nan")), AlwaysSurrogate(), fallback_on_nonfinite=False
+    )
+    run = tmp_path / "run"
+    summary = pipeline.stage_hybrid(
+        runner, data, run, num_steps=6, num_trajectories=2, scenarios={"x2": 2.0}
+    )
+    assert summary["hybrid"]["nonfinite_members"] == 2
+    assert summary["hybrid"]["first_nonfinite_time"] == pytest.approx(solver.dt)
+    assert summary["scenario_x2"]["hybrid"]["nonfinite_members"] == 2
+    assert summary["solver"]["solver_fraction"] == 1.0  # the reference run is intact
+    report = write_report(run, data)
+    assert "went non-finite in 2 members" in Path(report).with_suffix(".md").read_text()

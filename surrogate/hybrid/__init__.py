@@ -6,6 +6,7 @@ each step and :mod:`.indicators` for the online, ground-truth-free error indicat
 
 from surrogate.hybrid.indicators import (
     CoarseSolverCheck,
+    CourantNumber,
     EnsembleSpread,
     Indicator,
     IndicatorContext,
@@ -48,6 +49,7 @@ __all__ = [
     "AlwaysSurrogate",
     "BlockPolicy",
     "CoarseSolverCheck",
+    "CourantNumber",
     "EnsembleSpread",
     "EveryK",
     "HybridResult",

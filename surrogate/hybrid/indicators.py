@@ -353,6 +353,51 @@ def coarse_solver_like(solver: Any, factor: int = 2) -> Any:
     return type(solver)(**cfg)
 
 
+@pytree_dataclass(data_fields=("solver",))
+class CourantNumber:
+    """The solver's Courant number of the proposal: is it a state the solver can integrate?
+
+    ``value = solver.courant_number(proposal)`` (units ``"1"``). A surrogate can hand the
+    solver a state it cannot integrate stably (faster flow, or sharper gradients, than
+    its internal step allows); a later rollback or fallback step of the solver then
+    blows up, where neither engine fails alone. With this indicator in the policy such
+    proposals are rejected and the block is redone by the solver from its (stable) start.
+    Choose the threshold between the solver's own values (calibrate with
+    ``benchmarks/calibrate_indicators.py``) and its measured stability limit.
+
+    Args:
+        name: indicator name.
+        solver: set by :meth:`bind` (the runner's solver; it must have ``courant_number``).
+    """
+
+    name: str = "courant"
+    solver: Any = None
+
+    units = "1"
+    long_name = "advective Courant number of the proposal at the solver's internal step"
+
+    def bind(self, solver: Any, surrogate: Any) -> CourantNumber:
+        """Attach ``solver``.
+
+        Raises:
+            TypeError: the solver has no ``courant_number(state)`` method.
+        """
+        if not callable(getattr(solver, "courant_number", None)):
+            raise TypeError(
+                f"CourantNumber: {type(solver).__name__} has no courant_number(state) method "
+                "(solvers with explicit advection provide one, e.g. NavierStokes2D)"
+            )
+        return dataclasses.replace(self, solver=solver)
+
+    def __call__(self, context: IndicatorContext) -> Array:
+        if self.solver is None:
+            raise ValueError("CourantNumber: call bind(solver, surrogate) first")
+        return self.solver.courant_number(context.proposal)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "CourantNumber", "name": self.name, "units": self.units}
+
+
 @pytree_dataclass(data_fields=("coarse_solver",))
 class CoarseSolverCheck:
     """Disagreement of the proposal with one cheap coarse-resolution solver step.

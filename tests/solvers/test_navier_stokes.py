@@ -83,6 +83,21 @@ def test_velocity_of_an_eigenmode_is_exact(x64, a, b):
     np.testing.assert_allclose(uv, expected / s, rtol=0, atol=1e-14)
 
 
+def test_courant_number_of_a_shear_mode_is_exact(x64):
+    # w = A sin(a x): psi = A sin(a x) / a^2, speed |v| = A |cos(a x)| / a, max A / a at
+    # x = 0 (a grid point). Courant = (A / a) h / min(dx, dy), h = dt / num_substeps.
+    solver = NavierStokes2D((24, 48), (2 * math.pi, 3 * math.pi), dt=0.1, num_substeps=4, **QUIET)
+    y, x = solver.grid.meshgrid()
+    a, amp = 2.0, 3.0
+    w = jnp.asarray((amp * np.sin(a * x) + 0 * y)[None])
+    h, dx = 0.1 / 4, min(2 * math.pi / 24, 3 * math.pi / 48)
+    expected = amp / a * h / dx
+    np.testing.assert_allclose(float(solver.courant_number(w)), expected, rtol=1e-12, atol=0)
+    # linear in the amplitude, traced under jit
+    got = jax.jit(solver.courant_number)(2 * w)
+    np.testing.assert_allclose(float(got), 2 * expected, rtol=1e-12, atol=0)
+
+
 def test_nonlinear_term_of_a_two_mode_flow(x64):
     # w = sin(x) + cos(2y): psi = sin(x) + cos(2y)/4, u = -sin(2y)/2, v = -cos(x),
     # u w_x + v w_y = -sin(2y) cos(x)/2 + 2 cos(x) sin(2y) = 1.5 cos(x) sin(2y).

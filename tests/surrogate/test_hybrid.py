@@ -570,3 +570,34 @@ def test_navier_stokes_hybrid_falls_back_and_stays_quiet():
     assert np.array_equal(res.states, traj)
     ds = res.to_xarray()
     assert ds["vorticity"].dims == ("trajectory", "time", "y", "x")
+
+
+# ---- the solver's stability as an indicator --------------------------------------------
+def test_courant_indicator_rolls_back_states_the_solver_could_not_integrate():
+    from solvers import NavierStokes2D
+    from surrogate.hybrid import CourantNumber
+
+    solver = NavierStokes2D(16, dt=0.1, num_substeps=2, forcing_amplitude=0.0, drag=0.0)
+    x0 = jax.vmap(solver.initial_condition)(jax.random.split(jax.random.key(0), 2))
+    c0 = float(jnp.max(jax.vmap(solver.courant_number)(x0)))
+    limit = 2.0 * c0
+    fast = Scaled(solver, 1.3)  # speeds the flow up by 30% per step
+    sur = HybridRunner(solver, fast, AlwaysSurrogate()).run(x0, 8)
+    courant = jax.vmap(jax.vmap(solver.courant_number))(jnp.asarray(sur.states))
+    assert float(courant.max()) > 3 * limit  # alone, the surrogate leaves the stable range
+    runner = HybridRunner(solver, fast, Threshold("courant", limit), [CourantNumber()])
+    res = runner.run(x0, 8)
+    courant = np.asarray(jax.vmap(jax.vmap(solver.courant_number))(jnp.asarray(res.states)))
+    assert (res.engine == ENGINE_ROLLBACK).any() and (res.engine == ENGINE_SURROGATE).any()
+    accepted = res.engine == ENGINE_SURROGATE
+    # every state the surrogate was allowed to make is inside the limit (the solver's own
+    # steps may move a little past it: that is its dynamics, not a proposal)
+    assert courant[:, 1:][accepted].max() <= limit
+    # the logged value is the proposal's Courant number, read at every surrogate step
+    logged = res.indicator_values["courant"]
+    np.testing.assert_allclose(logged[accepted], courant[:, 1:][accepted], rtol=1e-5, atol=0)
+    assert (logged[res.engine == ENGINE_ROLLBACK] > limit).all()
+    with pytest.raises(TypeError, match="KuramotoSivashinsky has no courant_number"):
+        HybridRunner(
+            KuramotoSivashinsky(), Scaled(KuramotoSivashinsky()), AlwaysSolver(), [CourantNumber()]
+        )
