@@ -372,7 +372,7 @@ class NavierStokes2D(ETDRK4Solver):
         start-up check bounds it a priori through :meth:`velocity_bound`; this is the
         value of a given state, for states the solver did not produce itself (a
         surrogate's, in the hybrid runner). On the Kolmogorov preset (64^2, h = 1/60) the
-        solver's own states stay below 0.75 (1.3 with doubled initial anomalies), and a
+        solver's own states stay below about 0.9 (1.3 with doubled initial anomalies), and a
         surrogate-made state at 1.67 blew it up; the limit falls on finer grids (see
         ``_MAX_COURANT``).
 
