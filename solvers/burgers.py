@@ -167,6 +167,14 @@ class Burgers(ETDRK4Solver):
         u = u * (jnp.asarray(self.initial_amplitude, self.dtype) / jnp.max(jnp.abs(u)))
         return u[None]
 
+    def courant_number(self, state: Array) -> Array:
+        """Advective Courant number ``max |u| h / dx`` of ``state`` at the internal step
+        ``h = dt / num_substeps`` (dimensionless, scalar in the state's dtype): the quantity
+        the start-up check bounds through ``initial_amplitude`` (limit 1.0), for states the
+        solver did not produce itself (the hybrid runner's ``CourantNumber`` indicator)."""
+        (dx,) = self.grid.spacing
+        return (jnp.max(jnp.abs(state)) * (self.dt / self.num_substeps) / dx).astype(state.dtype)
+
     def diagnostics(self, state: Array) -> dict[str, Array]:
         """``mass``: mean of u (conserved); ``energy``: ``mean(u^2) / 2`` (non-increasing);
         ``max_abs``: ``max |u|`` (non-increasing, maximum principle)."""

@@ -385,7 +385,7 @@ class CourantNumber:
         if not callable(getattr(solver, "courant_number", None)):
             raise TypeError(
                 f"CourantNumber: {type(solver).__name__} has no courant_number(state) method "
-                "(solvers with explicit advection provide one, e.g. NavierStokes2D)"
+                "(NavierStokes2D, Burgers and ShallowWater2D provide one)"
             )
         return dataclasses.replace(self, solver=solver)
 

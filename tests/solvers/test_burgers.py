@@ -130,3 +130,12 @@ def test_config_round_trip():
     solver = Burgers(num_points=32, viscosity=0.05, dt=0.1, num_substeps=4)
     assert Burgers(**solver.config()).config() == solver.config()
     assert solver.variables == ("u",) and solver.grid.axes == ("x",)
+
+
+def test_courant_number_is_max_speed_times_step_over_dx(x64):
+    # u = A sin(x) on 32 points of [0, 2 pi): the peak x = pi/2 is grid point 8.
+    solver = Burgers(num_points=32, viscosity=0.1, dt=0.1, num_substeps=4, precision="float64")
+    x = np.arange(32) * 2 * math.pi / 32
+    u = jnp.asarray((-2.5 * np.sin(x))[None])
+    expected = 2.5 * (0.1 / 4) / (2 * math.pi / 32)
+    np.testing.assert_allclose(float(solver.courant_number(u)), expected, rtol=1e-14, atol=0)

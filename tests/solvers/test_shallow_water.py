@@ -327,3 +327,18 @@ def test_config_file_builds_the_default_solver():
     assert isinstance(solver, ShallowWater2D)
     assert set(cfg) - {"_target_"} == set(solver.config())
     assert solver.config() == ShallowWater2D().config()
+
+
+def test_courant_number_of_a_uniform_flow_is_wave_plus_flow_speed(x64):
+    solver = ShallowWater2D(
+        num_points=(16, 32),
+        domain_length=(math.pi, 2 * math.pi),
+        gravity=2.0,
+        mean_depth=0.5,
+        dt=0.01,
+        num_substeps=2,
+        precision="float64",
+    )
+    state = jnp.stack([jnp.full((16, 32), 0.5), jnp.full((16, 32), 0.3), jnp.zeros((16, 32))])
+    expected = (math.sqrt(2.0 * 0.5) + 0.3) * (0.01 / 2) / (math.pi / 16)
+    np.testing.assert_allclose(float(solver.courant_number(state)), expected, rtol=1e-14, atol=0)
