@@ -146,6 +146,25 @@ def _data_parallel(value) -> bool:
     raise ValueError(f"data_parallel must be true, false or auto, got {value!r}")
 
 
+def _check_divisible_batches(cfg, stages, n: int) -> None:
+    """Fail at start-up, naming the keys, when a batch cannot be split over ``n`` devices."""
+    keys = {"train": ("train.batch_size",), "hybrid": ("hybrid.num_trajectories",)}
+    bad = []
+    for stage, names in keys.items():
+        if stage not in stages:
+            continue
+        for name in names:
+            group, key = name.split(".")
+            value = cfg[group][key]
+            if int(value) % n:
+                bad.append(f"{name}={value}")
+    if bad:
+        raise ValueError(
+            f"data_parallel splits batches over the {n} devices of this job: "
+            f"{', '.join(bad)} must be multiples of {n} (or set data_parallel=false)"
+        )
+
+
 # ---- the stages ----------------------------------------------------------------------
 def run_stages(cfg, stages) -> Path:
     """Run ``stages`` (a subset of :data:`STAGES`, in order) for config ``cfg``."""
@@ -168,6 +187,8 @@ def run_stages(cfg, stages) -> Path:
 
     instantiate(cfg.distributed)  # jax.distributed.initialize when configured
     mesh = data_mesh() if _data_parallel(cfg.get("data_parallel", "auto")) else None
+    if mesh is not None:
+        _check_divisible_batches(cfg, stages, mesh.size)
     run_dir = _run_dir()
     pipeline.write_run_metadata(run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     data_dir = Path(cfg.data.path)

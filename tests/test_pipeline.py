@@ -162,3 +162,17 @@ def test_hybrid_stage_records_members_that_go_nonfinite(tmp_path):
     assert summary["solver"]["solver_fraction"] == 1.0  # the reference run is intact
     report = write_report(run, data)
     assert "went non-finite in 2 members" in Path(report).with_suffix(".md").read_text()
+
+
+def test_data_parallel_batches_must_divide_by_the_devices():
+    from omegaconf import OmegaConf
+
+    from surrogate.cli import _check_divisible_batches
+
+    cfg = OmegaConf.create({"train": {"batch_size": 6}, "hybrid": {"num_trajectories": 8}})
+    _check_divisible_batches(cfg, ["train", "hybrid"], 2)
+    with pytest.raises(ValueError, match=r"train.batch_size=6 must be multiples of 4"):
+        _check_divisible_batches(cfg, ["train", "hybrid"], 4)
+    _check_divisible_batches(cfg, ["evaluate", "hybrid"], 4)  # no training stage
+    with pytest.raises(ValueError, match=r"hybrid.num_trajectories=8 must be multiples of 3"):
+        _check_divisible_batches(cfg, ["hybrid"], 3)
