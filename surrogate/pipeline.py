@@ -328,10 +328,17 @@ def _mean_spectrum(states: np.ndarray, grid, start: int) -> tuple[np.ndarray, np
     frames = np.asarray(states[:, start:])
     finite = np.all(np.isfinite(frames.reshape(frames.shape[0], -1)), axis=1)
     if not finite.any():
-        k, _ = power_spectrum(np.zeros(frames.shape[2:]), grid)
+        k, _ = power_spectrum(np.zeros(frames.shape[2:], frames.dtype), grid)
         return np.asarray(k), np.full((frames.shape[2], np.asarray(k).size), np.nan)
     k, spec = power_spectrum(frames[finite], grid)
     return np.asarray(k), np.asarray(spec).reshape(-1, *np.asarray(spec).shape[-2:]).mean(axis=0)
+
+
+def _finite_mean(values) -> float:
+    """Mean over the finite entries (NaN when none is: every member went non-finite)."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _nonfinite(res, what: str) -> dict[str, Any]:
@@ -418,7 +425,7 @@ def stage_hybrid(
         _, spec = _mean_spectrum(res.states, grid, num_steps // 2)
         rel = np.where(resolved, np.abs(spec / np.where(resolved, spec_solver, 1.0) - 1.0), 0.0)
         out = {**res.summary(baseline=solver_run), **_nonfinite(res, "hybrid run")}
-        out["short_lead_rmse"] = {v: float(np.nanmean(res.rmse[v][:, lead])) for v in variables}
+        out["short_lead_rmse"] = {v: _finite_mean(res.rmse[v][:, lead]) for v in variables}
         out["long_run_spectrum_max_rel_error"] = {
             v: float(np.nanmax(rel[i])) for i, v in enumerate(variables)
         }
@@ -495,7 +502,7 @@ def stage_hybrid(
             "amplitude_factor": float(factor),
             "hybrid": {**hyb.summary(baseline=ref), **_nonfinite(hyb, f"scenario {name}: hybrid")},
             "surrogate_blown_up_members": int(np.sum(bl >= 0)),
-            "surrogate_final_rmse": {v: float(np.nanmean(sur.rmse[v][:, -1])) for v in variables},
+            "surrogate_final_rmse": {v: _finite_mean(sur.rmse[v][:, -1]) for v in variables},
         }
         runs[f"{name}: hybrid"] = hyb
         runs[f"{name}: surrogate"] = sur

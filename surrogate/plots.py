@@ -520,7 +520,10 @@ def plot_hybrid_runs(
     colors = _colors(list(runs))
     for ax, v in zip(axes[0], variables, strict=True):
         for name, res in runs.items():
-            r = np.nanmean(np.where(np.isfinite(res.rmse[v]), res.rmse[v], np.nan), axis=0)
+            finite = np.isfinite(res.rmse[v])
+            count = finite.sum(axis=0)
+            total = np.where(finite, res.rmse[v], 0.0).sum(axis=0)
+            r = np.where(count > 0, total / np.maximum(count, 1), np.nan)  # mean of finite
             t = np.arange(r.size) * dt
             ax.semilogy(t, np.maximum(r, 1e-12), label=name, color=colors[name])
         ax.set_xlabel(f"time {_u(time_units)}")
