@@ -19,6 +19,8 @@ barriers, failure detection). The launcher only starts, watches and stops proces
   and checkpoints are atomic), so rerunning the same command resumes.
 
 On a cluster, Slurm's ``srun`` plays this role (``distributed=slurm``); see the README.
+On a GPU host one process already drives every GPU (``data_parallel=auto``): ``hs-launch``
+is for splitting a CPU's cores, or for trying the multi-process path locally.
 """
 
 from __future__ import annotations
