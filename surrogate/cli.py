@@ -186,6 +186,11 @@ def run_stages(cfg, stages) -> Path:
     from surrogate.distributed import barrier, data_mesh, is_primary
 
     instantiate(cfg.distributed)  # jax.distributed.initialize when configured
+    if not is_primary():  # Hydra's log file in the run directory belongs to process 0
+        root = logging.getLogger()
+        for h in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(h)
+            h.close()
     mesh = data_mesh() if _data_parallel(cfg.get("data_parallel", "auto")) else None
     if mesh is not None:
         _check_divisible_batches(cfg, stages, mesh.size)
