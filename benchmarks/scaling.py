@@ -16,7 +16,8 @@ Prints one JSON line per measurement::
 Figures, per worker count ``n`` (warm: compilation excluded, best of ``--repeats``):
 
 - ``generation``: trajectories/s of ``simulate_batch`` on a chunk whose trajectory axis
-  is sharded over the ``n`` workers (Kuramoto-Sivashinsky, 128 points);
+  is sharded over the ``n`` workers (Kuramoto-Sivashinsky, 128 points, 64 trajectories x 50
+  frames per chunk);
 - ``training``: samples/s of the jitted data-parallel train step (FNO 1D, width 32,
   128 points, global batch ``--train-batch``, default 128); its gradient all-reduce
   crosses processes in the processes mode (one flat buffer per step);
@@ -60,7 +61,7 @@ from datasets.generation import simulate_batch
 from solvers import KuramotoSivashinsky
 
 solver = KuramotoSivashinsky(num_points=128, domain_length=64.0, dt=0.5, num_substeps=4)
-batch = 16 if quick else 32
+batch = 32 if quick else 64
 frames = 20 if quick else 50
 idx = distributed.shard_batch(np.arange(batch, dtype=np.int32), mesh)
 key = distributed.replicate(jax.random.key(0), mesh)
