@@ -192,10 +192,25 @@ def check_nonnegative(owner: str, **values: float) -> None:
             raise ValueError(f"{owner}: {k} must be a finite number >= 0, got {v!r}")
 
 
+def check_int(
+    owner: str, name: str, value: int, low: int, high: int | None = None, meaning: str = ""
+) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (``high=None``: no upper bound).
+
+    Raises:
+        ValueError: naming ``name``, the allowed range and ``meaning`` (a parenthesised
+            hint), for a non-integer (bools included) or an out-of-range value.
+    """
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"in [{low}, {high}]"
+        hint = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{owner}: {name} must be an int {span}{hint}, got {value!r}")
+    return int(value)
+
+
 def check_substeps(owner: str, num_substeps: int) -> int:
-    if not isinstance(num_substeps, int | np.integer) or num_substeps < 1:
-        raise ValueError(f"{owner}: num_substeps must be an int >= 1, got {num_substeps!r}")
-    return int(num_substeps)
+    return check_int(owner, "num_substeps", num_substeps, 1)
 
 
 def check_stability(

@@ -9,7 +9,13 @@ import jax
 import jax.numpy as jnp
 
 from solvers import spectral
-from solvers.base import check_positive, check_stability, check_substeps, resolve_precision
+from solvers.base import (
+    check_int,
+    check_positive,
+    check_stability,
+    check_substeps,
+    resolve_precision,
+)
 from solvers.etdrk4 import ETDRK4Solver
 from solvers.grid import Grid
 
@@ -98,11 +104,7 @@ class Burgers(ETDRK4Solver):
         num_substeps = check_substeps(owner, num_substeps)
         if not isinstance(num_points, int) or num_points < 8 or num_points % 2:
             raise ValueError(f"{owner}: num_points must be an even int >= 8, got {num_points!r}")
-        if not isinstance(initial_max_mode, int) or not 1 <= initial_max_mode <= num_points // 3:
-            raise ValueError(
-                f"{owner}: initial_max_mode must be an int in [1, {num_points // 3}], "
-                f"got {initial_max_mode!r}"
-            )
+        check_int(owner, "initial_max_mode", initial_max_mode, 1, num_points // 3)
         dtype = resolve_precision(precision)
         grid = Grid((num_points,), (float(domain_length),), ("x",))
         (dx,) = grid.spacing

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from solvers import spectral
 from solvers.base import (
+    check_int,
     check_positive,
     check_stability,
     check_substeps,
@@ -83,10 +84,7 @@ class KuramotoSivashinsky(ETDRK4Solver):
         num_substeps = check_substeps(owner, num_substeps)
         if not isinstance(num_points, int) or num_points < 8 or num_points % 2:
             raise ValueError(f"{owner}: num_points must be an even int >= 8, got {num_points!r}")
-        if not isinstance(initial_max_mode, int) or initial_max_mode < 1:
-            raise ValueError(
-                f"{owner}: initial_max_mode must be an int >= 1, got {initial_max_mode!r}"
-            )
+        check_int(owner, "initial_max_mode", initial_max_mode, 1)
         dtype = resolve_precision(precision)
         grid = Grid((num_points,), (float(domain_length),), ("x",))
         (k,) = spectral.wavenumbers(grid.num_points, grid.domain_length)

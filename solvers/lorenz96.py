@@ -6,10 +6,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from solvers.base import (
     Solver,
+    check_int,
     check_nonnegative,
     check_positive,
     check_stability,
@@ -79,8 +79,7 @@ class Lorenz96(Solver):
         precision: str = "float32",
     ) -> None:
         owner = type(self).__name__
-        if not isinstance(num_sites, int | np.integer) or num_sites < 4:
-            raise ValueError(f"{owner}: num_sites must be an int >= 4, got {num_sites!r}")
+        check_int(owner, "num_sites", num_sites, 4)
         check_positive(owner, dt=dt)
         check_nonnegative(owner, forcing=forcing, initial_perturbation=initial_perturbation)
         num_substeps = check_substeps(owner, num_substeps)

@@ -11,6 +11,7 @@ import numpy as np
 
 from solvers import spectral
 from solvers.base import (
+    check_int,
     check_nonnegative,
     check_positive,
     check_stability,
@@ -170,15 +171,14 @@ class NavierStokes2D(ETDRK4Solver):
         num_substeps = check_substeps(owner, num_substeps)
         # Largest y-mode the 2/3 rule keeps: the forcing must survive the truncation.
         max_forcing = int(np.flatnonzero(spectral.dealiasing_mask((int(ny), 2))[: ny // 2, 0])[-1])
-        if (
-            not isinstance(forcing_wavenumber, int | np.integer)
-            or isinstance(forcing_wavenumber, bool)
-            or not 1 <= forcing_wavenumber <= max_forcing
-        ):
-            raise ValueError(
-                f"{owner}: forcing_wavenumber must be an int in [1, {max_forcing}] (periods "
-                f"across L_y inside the dealiased band of n_y = {ny}), got {forcing_wavenumber!r}"
-            )
+        check_int(
+            owner,
+            "forcing_wavenumber",
+            forcing_wavenumber,
+            1,
+            max_forcing,
+            f"periods across L_y inside the dealiased band of n_y = {ny}",
+        )
         if forcing_amplitude > 0 and viscosity == 0 and drag == 0:
             raise ValueError(
                 f"{owner}: forcing_amplitude = {forcing_amplitude} > 0 needs viscosity > 0 "

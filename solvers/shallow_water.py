@@ -60,6 +60,7 @@ import numpy as np
 
 from solvers import spectral
 from solvers.base import (
+    check_int,
     check_nonnegative,
     check_positive,
     check_stability,
@@ -228,15 +229,7 @@ class ShallowWater2D(ETDRK4Solver):
             ):
                 raise ValueError(f"{owner}: {arg} must be a finite number, got {value!r}")
         check_nonnegative(owner, viscosity=viscosity)
-        if (
-            not isinstance(viscosity_order, int | np.integer)
-            or isinstance(viscosity_order, bool)
-            or not 1 <= viscosity_order <= 8
-        ):
-            raise ValueError(
-                f"{owner}: viscosity_order must be an int in [1, 8] (1 Laplacian, 2 "
-                f"biharmonic, ...), got {viscosity_order!r}"
-            )
+        check_int(owner, "viscosity_order", viscosity_order, 1, 8, "1 Laplacian, 2 biharmonic, ...")
         num_substeps = check_substeps(owner, num_substeps)
         if initial_amplitude > mean_depth / 4:
             raise ValueError(
@@ -244,15 +237,9 @@ class ShallowWater2D(ETDRK4Solver):
                 f"so that the thickness h stays positive, got {initial_amplitude!r}"
             )
         max_mode = (min(ny, nx) - 1) // 3  # strict 2/3 rule: |index| < n / 3
-        if (
-            not isinstance(initial_max_mode, int | np.integer)
-            or isinstance(initial_max_mode, bool)
-            or not 1 <= initial_max_mode <= max_mode
-        ):
-            raise ValueError(
-                f"{owner}: initial_max_mode must be an int in [1, {max_mode}] (inside the "
-                f"dealiased band), got {initial_max_mode!r}"
-            )
+        check_int(
+            owner, "initial_max_mode", initial_max_mode, 1, max_mode, "inside the dealiased band"
+        )
         if initial_velocity not in INITIAL_VELOCITIES:
             raise ValueError(
                 f"{owner}: initial_velocity must be one of {INITIAL_VELOCITIES}, got "
