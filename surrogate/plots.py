@@ -268,33 +268,19 @@ def plot_snapshots(
         fig, axes = _figure(len(variables), 3, (4.0, 3.4))
         extent = (0.0, grid.domain_length[0], 0.0, (num_frames - 1) * dt)
         for i, v in enumerate(variables):
-            t, f = truth[:, i], forecast[:, i]
-            vmax = float(np.nanmax(np.abs(t))) or 1.0
-            err = f - t
-            emax = float(np.nanmax(np.abs(err))) if np.isfinite(err).any() else 1.0
-            emax = emax or 1.0
-            panels = [
-                ("truth", t, "RdBu_r", vmax),
-                ("forecast", f, "RdBu_r", vmax),
-                ("error", err, "PuOr_r", emax),
-            ]
-            for j, (name, data, cmap, lim) in enumerate(panels):
-                ax = axes[i, j]
-                im = ax.imshow(
-                    data,
-                    origin="lower",
-                    aspect="auto",
-                    extent=extent,
-                    cmap=cmap,
-                    vmin=-lim,
-                    vmax=lim,
-                    interpolation="nearest",
-                )
-                ax.set_title(f"{name}: {v}")
-                ax.set_xlabel(_axis_label(grid, 0))
-                ax.set_ylabel(f"time {_u(time_units)}")
-                cbar = fig.colorbar(im, ax=ax)
-                cbar.set_label(f"{v} {_u(units[v])}")
+            t = truth[:, i]
+            _truth_forecast_error(
+                fig,
+                axes[i],
+                t,
+                forecast[:, i],
+                float(np.nanmax(np.abs(t))) or 1.0,
+                title=v,
+                extent=extent,
+                labels=(_axis_label(grid, 0), f"time {_u(time_units)}"),
+                colour_label=f"{v} {_u(units[v])}",
+                aspect="auto",
+            )
     elif grid.ndim == 2:
         if lead_indices is None:
             lead_indices = sorted({0, (num_frames - 1) // 2, num_frames - 1})
@@ -308,36 +294,50 @@ def plot_snapshots(
         panel_height = float(np.clip(2.6 * ly / lx, 0.8, 6.0)) + 1.1
         fig, axes = _figure(len(rows), 3, (3.8, panel_height))
         for r, (v, c, n) in enumerate(rows):
-            t, f = truth[n, c], forecast[n, c]
-            vmax = float(np.nanmax(np.abs(truth[:, c]))) or 1.0
-            err = f - t
-            emax = float(np.nanmax(np.abs(err))) if np.isfinite(err).any() else 1.0
-            emax = emax or 1.0
-            panels = [
-                ("truth", t, "RdBu_r", vmax),
-                ("forecast", f, "RdBu_r", vmax),
-                ("error", err, "PuOr_r", emax),
-            ]
-            for j, (name, data, cmap, lim) in enumerate(panels):
-                ax = axes[r, j]
-                im = ax.imshow(
-                    data,
-                    origin="lower",
-                    extent=(0.0, lx, 0.0, ly),
-                    cmap=cmap,
-                    vmin=-lim,
-                    vmax=lim,
-                    interpolation="nearest",
-                )
-                ax.set_title(f"{name}: {v}, t = {_t(n * dt, time_units)}")
-                ax.set_xlabel(_axis_label(grid, 1))
-                ax.set_ylabel(_axis_label(grid, 0))
-                cbar = fig.colorbar(im, ax=ax)
-                cbar.set_label(f"{v} {_u(units[v])}")
+            _truth_forecast_error(
+                fig,
+                axes[r],
+                truth[n, c],
+                forecast[n, c],
+                float(np.nanmax(np.abs(truth[:, c]))) or 1.0,  # one scale over all times
+                title=f"{v}, t = {_t(n * dt, time_units)}",
+                extent=(0.0, lx, 0.0, ly),
+                labels=(_axis_label(grid, 1), _axis_label(grid, 0)),
+                colour_label=f"{v} {_u(units[v])}",
+            )
     else:
         raise ValueError(f"plot_snapshots supports 1D and 2D grids, got a {grid.ndim}D grid")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def _truth_forecast_error(
+    fig, axes, truth, forecast, vmax, *, title, extent, labels, colour_label, aspect=None
+) -> None:
+    """One row of three images: truth and forecast on a shared ``+-vmax`` scale, and their
+    difference on its own symmetric scale; ``labels`` are the (x, y) axis labels."""
+    err = forecast - truth
+    emax = (float(np.nanmax(np.abs(err))) if np.isfinite(err).any() else 1.0) or 1.0
+    panels = [
+        ("truth", truth, "RdBu_r", vmax),
+        ("forecast", forecast, "RdBu_r", vmax),
+        ("error", err, "PuOr_r", emax),
+    ]
+    for ax, (name, data, cmap, lim) in zip(axes, panels, strict=True):
+        im = ax.imshow(
+            data,
+            origin="lower",
+            aspect=aspect,
+            extent=extent,
+            cmap=cmap,
+            vmin=-lim,
+            vmax=lim,
+            interpolation="nearest",
+        )
+        ax.set_title(f"{name}: {title}")
+        ax.set_xlabel(labels[0])
+        ax.set_ylabel(labels[1])
+        fig.colorbar(im, ax=ax).set_label(colour_label)
 
 
 def animate_rollout(

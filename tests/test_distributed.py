@@ -212,6 +212,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_processes(commands: list[list[str]], envs: list[dict], timeout: float = 150.0) -> list:
+    """Start one process per command and environment, all at once; return the JSON of
+    each one's last stdout line, in order (a failing process fails the test; none is left
+    running)."""
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cmd, env in zip(commands, envs, strict=True)
+    ]
+    outs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            assert p.returncode == 0, stderr[-4000:]
+            outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return outs
+
+
 def test_two_processes_generate_and_train(tmp_path):
     port = str(_free_port())
     env = {
@@ -220,34 +248,10 @@ def test_two_processes_generate_and_train(tmp_path):
         "JAX_PLATFORMS": "cpu",
         "PYTHONPATH": str(REPO),
     }
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                PRELUDE + textwrap.dedent(MULTIPROCESS),
-                str(i),
-                port,
-                str(tmp_path),
-            ],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=150)
-            assert p.returncode == 0, stderr[-4000:]
-            outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    script = PRELUDE + textwrap.dedent(MULTIPROCESS)
+    outs = run_processes(
+        [[sys.executable, "-c", script, str(i), port, str(tmp_path)] for i in range(2)], [env] * 2
+    )
     assert [o["pid"] for o in outs] == [0, 1]
     assert all(o["processes"] == 2 and o["global_devices"] == 4 for o in outs)
     assert outs[0]["step"] == outs[1]["step"] == 2
@@ -399,9 +403,8 @@ def _free_slurm_job_id() -> int:
 def test_slurm_step_is_detected_and_joined(tmp_path):
     job = _free_slurm_job_id()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
-    procs = []
-    for i in range(2):
-        env = {
+    envs = [
+        {
             **base,
             "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
             "JAX_PLATFORMS": "cpu",
@@ -415,26 +418,9 @@ def test_slurm_step_is_detected_and_joined(tmp_path):
             "SLURM_STEP_NODELIST": "localhost",
             "SLURM_STEP_NUM_NODES": "1",
         }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", SLURM_JOIN],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=120)
-            assert p.returncode == 0, stderr[-3000:]
-            outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+        for i in range(2)
+    ]
+    outs = run_processes([[sys.executable, "-c", SLURM_JOIN]] * 2, envs, timeout=120)
     assert [o["pid"] for o in outs] == [0, 1]
     assert all(o["joined"] and o["n"] == 2 for o in outs)
     assert all(o["gathered"] == [0.0, 1.0, 2.0, 3.0] for o in outs)

@@ -7,10 +7,8 @@ the forced device count only takes effect before JAX initialises. The runs are t
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -31,7 +29,7 @@ from surrogate.hybrid import (
     Threshold,
     pytree_dataclass,
 )
-from tests.test_distributed import PRELUDE, REPO, _free_port, run_script
+from tests.test_distributed import PRELUDE, REPO, _free_port, run_processes, run_script
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # irrational steps spread the values over [0, 1)
 SILVER = math.sqrt(2.0) - 1.0
@@ -246,27 +244,9 @@ def test_two_processes_each_get_the_whole_sharded_result(four_devices, four_devi
         "PYTHONPATH": str(REPO),
     }
     script = PRELUDE + textwrap.dedent(TWO_PROCESSES)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(i), port, str(tmp_path)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=150)
-            assert p.returncode == 0, stderr[-4000:]
-            outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outs = run_processes(
+        [[sys.executable, "-c", script, str(i), port, str(tmp_path)] for i in range(2)], [env] * 2
+    )
     assert all(o["processes"] == 2 and o["global_devices"] == 4 for o in outs)
     trips = expected_trips(BATCH, NUM_STEPS, THRESHOLD)
     for o in outs:
