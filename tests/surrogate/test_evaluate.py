@@ -20,6 +20,8 @@ from surrogate.evaluate import (
     save_evaluation,
     truth_from_dataset,
 )
+from surrogate.hybrid import pytree_dataclass
+from tests.surrogate.test_hybrid import _StepperMeta
 
 NUM_TRAJ, NUM_FRAMES = 5, 21
 
@@ -37,23 +39,12 @@ def make_truth(solver, num_traj, num_frames, spin_up=0, seed=0, steps_per_frame=
     return np.asarray(jax.vmap(one)(jnp.arange(num_traj)))
 
 
-@jax.tree_util.register_pytree_node_class
-class Damped:
+@pytree_dataclass(data_fields=("solver", "damping"))
+class Damped(_StepperMeta):
     """Fake surrogate: the solver followed by extra diffusion ``exp(-damping k^2)`` per step."""
 
-    def __init__(self, solver, damping):
-        self.solver, self.damping = solver, damping
-
-    def tree_flatten(self):
-        return (self.solver, self.damping), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-    dt = property(lambda self: self.solver.dt)
-    variables = property(lambda self: self.solver.variables)
-    grid = property(lambda self: self.solver.grid)
+    solver: object
+    damping: float
 
     def __call__(self, state):
         (k,) = spectral.wavenumbers(self.grid.num_points, self.grid.domain_length)
@@ -61,23 +52,12 @@ class Damped:
         return jnp.fft.irfft(y_hat, n=state.shape[-1]).astype(state.dtype)
 
 
-@jax.tree_util.register_pytree_node_class
-class Growing:
+@pytree_dataclass(data_fields=("solver", "factor"))
+class Growing(_StepperMeta):
     """Fake unstable surrogate: multiplies the state by ``factor`` every step."""
 
-    def __init__(self, solver, factor):
-        self.solver, self.factor = solver, factor
-
-    def tree_flatten(self):
-        return (self.solver, self.factor), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-    dt = property(lambda self: self.solver.dt)
-    variables = property(lambda self: self.solver.variables)
-    grid = property(lambda self: self.solver.grid)
+    solver: object
+    factor: float
 
     def __call__(self, state):
         return state * self.factor
