@@ -780,13 +780,12 @@ def _generate_multiprocess(
         done = {s["index"] for s in manifest["shards"]}
         pending = [k for k in range(num_shards) if k not in done]
         mine = pending[pid::nproc]
-        records = []
+        records: list[dict] = []
+        storage.write_json_atomic(out / _records_name(pid), records)
         with precision_scope(layout["precision"]):
             for record in _produce(out, spec, layout, solver, mine, batch_size, mesh):
                 records.append(record)
                 storage.write_json_atomic(out / _records_name(pid), records)
-        if not records:
-            storage.write_json_atomic(out / _records_name(pid), records)
         multihost_utils.sync_global_devices(f"{tag}:produced")
         if pid == 0 and pending:
             for p in range(nproc):

@@ -148,16 +148,12 @@ def _data_parallel(value) -> bool:
 
 def _check_divisible_batches(cfg, stages, n: int) -> None:
     """Fail at start-up, naming the keys, when a batch cannot be split over ``n`` devices."""
-    keys = {"train": ("train.batch_size",), "hybrid": ("hybrid.num_trajectories",)}
-    bad = []
-    for stage, names in keys.items():
-        if stage not in stages:
-            continue
-        for name in names:
-            group, key = name.split(".")
-            value = cfg[group][key]
-            if int(value) % n:
-                bad.append(f"{name}={value}")
+    keys = {"train": "batch_size", "hybrid": "num_trajectories"}
+    bad = [
+        f"{stage}.{key}={cfg[stage][key]}"
+        for stage, key in keys.items()
+        if stage in stages and int(cfg[stage][key]) % n
+    ]
     if bad:
         raise ValueError(
             f"data_parallel splits batches over the {n} devices of this job: "

@@ -121,8 +121,7 @@ def shard_batch(x: Any, mesh: Mesh) -> Any:
         check_divisible(a.shape[0], mesh)
         if jax.process_count() == 1:
             return jax.device_put(a, sharding)
-        local = np.asarray(a[process_slice(a.shape[0])])
-        return jax.make_array_from_process_local_data(sharding, local, a.shape)
+        return from_process_rows(np.asarray(a[process_slice(a.shape[0])]), a.shape[0], mesh)
 
     return jax.tree.map(place, x)
 

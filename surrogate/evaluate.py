@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from surrogate import metrics
+from surrogate import distributed, metrics
 
 Array = jax.Array
 Stepper = Callable[[Array], Array]
@@ -109,8 +109,6 @@ def _over_rows(fn, mesh, stepper, batch, *args):
     if mesh is None:
         return fn(stepper, batch, *args)
     from jax.sharding import PartitionSpec as P
-
-    from surrogate import distributed
 
     distributed.check_divisible(batch.shape[0], mesh)
     return jax.shard_map(
@@ -456,8 +454,6 @@ def evaluate(
         raise ValueError(f"{owner}: batch_size must be an int >= 1, got {batch_size!r}")
     batch_size = int(min(batch_size, num_traj))
     if mesh is not None:
-        from surrogate import distributed
-
         batch_size = -(-batch_size // mesh.size) * mesh.size
     if not math.isfinite(acc_threshold):
         raise ValueError(f"{owner}: acc_threshold must be a finite number, got {acc_threshold!r}")
@@ -809,6 +805,8 @@ def _blowup_tables(
     """Blow-up time (earliest over trajectories) and fraction of runs that blew up."""
     reference = np.max(np.abs(truth_np), axis=(0, 1, *range(3, truth_np.ndim)))
     ref = jnp.asarray(reference, dtype)
+    if mesh is not None:
+        ref = distributed.replicate(ref, mesh)
     num_traj = truth_np.shape[0]
     times, fractions = [], []
     for kind, model in models.values():
@@ -822,9 +820,7 @@ def _blowup_tables(
             continue
         first = []
         if mesh is not None:
-            from surrogate import distributed
-
-            model, ref = distributed.replicate((model, ref), mesh)
+            model = distributed.replicate(model, mesh)
         for start, stop in _batches(num_traj, batch_size):
             x0_np, _ = _padded(truth_np[start:stop, 0], batch_size)
             if mesh is None:
@@ -836,11 +832,7 @@ def _blowup_tables(
             steps = first_blowup_step(
                 model, x0, ref, threshold, num_steps=num_steps, spatial_ndim=nd, mesh=mesh
             )
-            first.append(
-                distributed.to_host(steps)[: stop - start]
-                if mesh
-                else np.asarray(steps)[: stop - start]
-            )
+            first.append(distributed.to_host(steps)[: stop - start])
         first_all = np.concatenate(first)
         bad = first_all >= 0
         times.append(float(first_all[bad].min() * dt) if bad.any() else math.inf)

@@ -544,7 +544,7 @@ def train(
     base_key = jax.random.key(cfg.seed)
     # Several processes and a loader that can read a share of a batch (WindowLoader):
     # each reads only its own rows. Other loaders give the whole batch everywhere.
-    own_rows = jax.process_count() > 1 and hasattr(loader, "window_indices")
+    own_rows = mesh is not None and jax.process_count() > 1 and hasattr(loader, "window_indices")
     end = cfg.num_steps if stop_at is None else min(stop_at, cfg.num_steps)
     pending: list[tuple[int, Array, Array]] = []
     bar = _progress(progress, start, cfg.num_steps)
@@ -555,16 +555,16 @@ def train(
             if k not in steps_cache:
                 steps_cache[k] = make_train_step(forecaster, optimizer, cfg, k, mesh)
             key = jax.random.fold_in(base_key, step)
-            if mesh is not None and own_rows:  # read only this process's rows
+            if own_rows:  # read only this process's rows
                 rows = len(loader.window_indices(step))
                 part = (jax.process_index(), jax.process_count())
                 local = loader.batch(step, part=part)
                 inputs, targets = distributed.from_process_rows(local, rows, mesh)
             else:
                 inputs, targets = loader.batch(step)
-            if mesh is not None:
-                if not own_rows:
+                if mesh is not None:
                     inputs, targets = distributed.shard_batch((inputs, targets), mesh)
+            if mesh is not None:
                 key = distributed.replicate(key, mesh)
             params, opt_state, loss, gnorm = steps_cache[k](params, opt_state, inputs, targets, key)
             pending.append((step, loss, gnorm))
