@@ -167,11 +167,33 @@ class Solver:
 
     # ---- helpers for subclasses ------------------------------------------------------
     def _check_state(self, state: Array) -> None:
+        """Refuse a state of the wrong shape or of a non-floating dtype (static: trace time)."""
+        check_floating_state(type(self).__name__, state, hint=f"state.astype({self.precision!r})")
         if tuple(state.shape) != self.state_shape:
             raise ValueError(
                 f"{type(self).__name__}: state has shape {tuple(state.shape)}, expected "
                 f"{self.state_shape} = (channels {self.variables}, *grid {self.grid.axes})"
             )
+
+
+def check_floating_state(owner: str, state: Array, hint: str = "state.astype(float)") -> None:
+    """Raise ``TypeError`` unless ``state`` has a real floating dtype.
+
+    States are physical fields: an int or bool state would be truncated back to its dtype
+    after every step (a rollout decays to zeros), and a complex one would lose its
+    imaginary part. The dtype is static, so this costs nothing once traced.
+
+    Args:
+        owner: name for the message (a solver class, ``"rollout"``).
+        state: the state array (or tracer).
+        hint: the conversion the message suggests.
+    """
+    dtype = jnp.result_type(state)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{owner}: state has dtype {dtype}, expected a real floating dtype "
+            f"(float32 or float64); convert it first, e.g. {hint}"
+        )
 
 
 def check_positive(owner: str, **values: float) -> None:

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.base import check_floating_state, check_int
+
 Array = jax.Array
 Stepper = Callable[[Array], Array]
 
@@ -47,7 +49,15 @@ def rollout(stepper: Stepper, state: Array, num_steps: int, include_initial: boo
 
     Returns:
         Frames ``(num_steps [+1], C, *spatial)``.
+
+    Raises:
+        ValueError: ``num_steps`` is not an int >= 0 (``lax.scan`` would truncate 2.5 to 2
+            and fail on a negative count deep inside the compiler).
+        TypeError: ``state`` has a non-floating dtype (steppers would truncate it).
     """
+    # Both are static (a static argument, a dtype): checked once, while tracing.
+    num_steps = check_int("rollout", "num_steps", num_steps, 0, meaning="number of steps")
+    check_floating_state("rollout", state)
 
     def body(s, _):
         s = stepper(s)
