@@ -93,12 +93,18 @@ is no cross-device traffic inside a chunk, only the gather of its outputs to the
 global index, so member-keyed indicators (ensemble noise) give the same values as on one
 device. ``B`` must be a multiple of the number of devices.
 
+Without a mesh the run happens on one device: the one ``initial_states`` is placed on
+(``jax.device_put(x, jax.devices()[1])``, or the default device for a host array or an
+uncommitted one). Every argument is committed to that device before compiling and the
+compiled programs are cached per device, so a runner used on device 0 then on device 1
+compiles once for each and runs on both.
+
 Wall time is recorded per chunk (``chunk_wall_time``, including the copy, or with a mesh
 the gather, of the chunk's outputs to the host) and spread evenly over the chunk's steps
 (``wall_time`` per step); a smaller ``chunk_size`` gives finer timing at the cost of one
 host round-trip per chunk. Compilation happens ahead of time, before the clock starts,
 and is reported separately (``compile_time``); compiled programs are cached by the
-structure and shapes of their arguments (and the mesh), so rerunning with other
+structure and shapes of their arguments (and the mesh or device), so rerunning with other
 thresholds or other solver parameters does not recompile.
 """
 
@@ -362,6 +368,13 @@ _COMPILED: collections.OrderedDict[Any, Any] = collections.OrderedDict()
 _COMPILED_MAX = 32
 
 
+def _run_device(x: Array) -> jax.Device:
+    """The device a mesh-less run uses: the one ``x`` lives on (committed, or the default
+    device for an uncommitted array); a batch already spread over several devices is
+    gathered onto the first of them (pass ``mesh=`` to keep it split)."""
+    return min(x.devices(), key=lambda d: d.id)
+
+
 def _sharded(impl: Any, mesh: Mesh) -> Any:
     """``impl`` run per device on its share of the batch (``jax.shard_map`` over ``"data"``).
 
@@ -381,16 +394,25 @@ def _sharded(impl: Any, mesh: Mesh) -> Any:
 
 
 def _compiled_chunk(
-    dynamic, carry, start_step, active_blocks, members, *, mesh: Mesh | None = None, **static_kwargs
+    dynamic,
+    carry,
+    start_step,
+    active_blocks,
+    members,
+    *,
+    mesh: Mesh | None = None,
+    device: jax.Device | None = None,
+    **static_kwargs,
 ):
     """Ahead-of-time compiled chunk program (cached); returns ``(executable, seconds)``.
 
-    With ``mesh`` the arguments must already be placed (:func:`~surrogate.distributed.
-    replicate` / :func:`~surrogate.distributed.shard_batch`): the executable is compiled
-    for their shardings.
+    The arguments must already be placed: with ``mesh`` by :func:`~surrogate.distributed.
+    replicate` / :func:`~surrogate.distributed.shard_batch`, without it committed to
+    ``device``. The executable is compiled for their shardings, so both are in the key.
     """
     key = (
         mesh,
+        device,
         tuple(sorted(static_kwargs.items(), key=lambda kv: kv[0])),
         tuple(_aval_key(x) for x in dynamic),
         tuple(_aval_key(x) for x in carry),
@@ -440,7 +462,8 @@ class HybridRunner:
             (:func:`surrogate.distributed.data_mesh`): the batch is split over its devices,
             each running the chunk program on its ``B / n`` members with no cross-device
             traffic (see the module docstring). ``B`` must then be a multiple of ``n``.
-            Default ``None``: one device.
+            Default ``None``: one device, the one ``initial_states`` of each run is
+            placed on.
 
     Raises:
         ValueError: ``dt``, variables or grid differ between the steppers (the message
@@ -670,9 +693,13 @@ class HybridRunner:
             ) from e
         carry = (x, x, jnp.zeros((batch,), jnp.int32))
         members = jnp.arange(batch, dtype=jnp.int32)
-        mesh = self.mesh
+        mesh, device = self.mesh, None
         if mesh is None:
-            scalar = jnp.int32
+            # Committed to one device: the executable is compiled for (and cached under)
+            # that device, so a later run on another device compiles its own.
+            device = _run_device(x)
+            dynamic, carry, members = jax.device_put((dynamic, carry, members), device)
+            scalar = lambda v: jax.device_put(np.int32(v), device)  # noqa: E731
         else:
             # Placed before lowering: the executable is compiled for these shardings, and
             # each chunk's carry comes back with the same ones.
@@ -691,6 +718,7 @@ class HybridRunner:
                     scalar(nb),
                     members,
                     mesh=mesh,
+                    device=device,
                     static=static,
                     num_blocks=nb,
                     block_len=L,
