@@ -16,7 +16,14 @@ barriers, failure detection). The launcher only starts, watches and stops proces
 - when a process fails, the others are stopped at once (SIGTERM, then SIGKILL) and the
   launcher exits with the failed process's status after printing the end of its log:
   nothing waits for JAX's heartbeat timeout. Work already written stays (dataset shards
-  and checkpoints are atomic), so rerunning the same command resumes.
+  and checkpoints are atomic), so rerunning the same command resumes;
+- when the launcher itself dies, even by SIGKILL (no handler runs), the kernel sends
+  every process SIGKILL (Linux ``prctl(PR_SET_PDEATHSIG)``, set in the child between fork
+  and exec): no orphan keeps its cores or its coordinator port. SIGKILL rather than
+  SIGTERM because nobody is left to escalate when a child ignores SIGTERM, and what the
+  children wrote is atomic anyway; it is the choice of the dataset generation's own
+  workers too. Where ``prctl`` is missing (not Linux) children can outlive a killed
+  launcher.
 
 On a cluster, Slurm's ``srun`` plays this role (``distributed=slurm``); see the README.
 On a GPU host one process already drives every GPU (``data_parallel=auto``): ``hs-launch``
@@ -26,13 +33,14 @@ is for splitting a CPU's cores, or for trying the multi-process path locally.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ENV_ADDRESS = "JAX_COORDINATOR_ADDRESS"
@@ -64,6 +72,37 @@ def split_cores(num_processes: int, cores: Sequence[int] | None = None) -> list[
     return [
         cores[n * i // num_processes : n * (i + 1) // num_processes] for i in range(num_processes)
     ]
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux), or ``None``. Looked up in the launcher, before any fork:
+    loading a library between fork and exec is not safe."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _child_setup(
+    prctl: Callable[..., int] | None, parent: int, cores: Sequence[int] | None
+) -> Callable[[], None]:
+    """The ``preexec_fn`` of each process: die with the launcher, then pin the cores."""
+
+    def setup() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+            # The launcher may have died between fork and prctl: then nobody signals us.
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    return setup
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -114,6 +153,7 @@ def launch(
     base = {**os.environ, **(env or {})}
     procs: list[subprocess.Popen] = []
     logs: list[Path | None] = []
+    prctl, parent = _prctl(), os.getpid()
     for i in range(num_processes):
         child_env = {
             **base,
@@ -122,7 +162,6 @@ def launch(
             ENV_ID: str(i),
         }
         cores = groups[i]
-        preexec = (lambda c=cores: os.sched_setaffinity(0, c)) if cores else None
         if i == 0:
             out, path = None, None
         else:
@@ -135,7 +174,7 @@ def launch(
                 env=child_env,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
-                preexec_fn=preexec,
+                preexec_fn=_child_setup(prctl, parent, cores),
             )
         )
         if out is not None:
