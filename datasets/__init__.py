@@ -12,10 +12,17 @@ the unrelated PyPI package of the same name.
 """
 
 from datasets.generation import generate, regenerate_trajectories, regenerate_trajectory
-from datasets.loading import WindowLoader, dataset_info, load_trajectories, open_dataset
+from datasets.loading import (
+    NonFiniteDataError,
+    WindowLoader,
+    dataset_identity,
+    dataset_info,
+    load_trajectories,
+    open_dataset,
+)
 from datasets.manifest import ManifestError, read_manifest
 from datasets.statistics import Statistics, compute_statistics, load_statistics
-from datasets.storage import DatasetLockedError
+from datasets.storage import DatasetLockedError, ShardIntegrityError
 from datasets.validation import Issue, ValidationReport, validate
 
 __hybrid_surrogates__ = True
@@ -24,10 +31,13 @@ __all__ = [
     "DatasetLockedError",
     "Issue",
     "ManifestError",
+    "NonFiniteDataError",
+    "ShardIntegrityError",
     "Statistics",
     "ValidationReport",
     "WindowLoader",
     "compute_statistics",
+    "dataset_identity",
     "dataset_info",
     "generate",
     "load_statistics",

@@ -52,6 +52,7 @@ from datasets.manifest import (
     describe_differences,
     read_manifest,
     split_ranges,
+    stored_trajectories,
 )
 from datasets.storage import normalise
 
@@ -62,6 +63,22 @@ ON_NONFINITE = ("raise", "skip")
 # are left out of the stored config so that, e.g., resuming with more workers still
 # resumes. ``path`` is where the data go, not what they are.
 RUNTIME_KEYS = ("path", "batch_size", "num_workers", "devices", "progress", "overwrite")
+
+
+def provenance_config(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The run config as stored in the dataset: without :data:`RUNTIME_KEYS`.
+
+    They are dropped at the top level and inside a ``data`` node (the layout of the
+    Hydra configs, ``{"solver": ..., "data": ...}``), so the shards' ``config``
+    attribute, hence their bytes, do not depend on the directory, the worker count, the
+    batch size or the progress bar.
+    """
+    if config is None:
+        return None
+    out = {k: v for k, v in dict(config).items() if k not in RUNTIME_KEYS}
+    if isinstance(out.get("data"), Mapping):
+        out["data"] = {k: v for k, v in out["data"].items() if k not in RUNTIME_KEYS}
+    return out
 
 
 def package_version() -> str:
@@ -538,7 +555,7 @@ def generation_spec(
             "splits": dict(splits),
             "on_nonfinite": on_nonfinite,
             "compression_level": compression_level,
-            "config": None if config is None else dict(config),
+            "config": provenance_config(config),
             "package_version": package_version(),
         }
     )
@@ -672,6 +689,13 @@ def generate(
     )
     layout = solver_layout(solver)
     out = pathlib.Path(out_dir)
+    if jax.process_count() == 1 and not overwrite and _already_complete(out, spec):
+        # Nothing to write: no lock, so a complete read-only dataset can be used.
+        log.info("dataset %s is already complete", out)
+        if progress:
+            print(f"dataset {out} is already complete", file=sys.stderr)
+        _check_splits_stored(out, read_manifest(out))
+        return out
     out.mkdir(parents=True, exist_ok=True)
     if jax.process_count() > 1:
         return _generate_multiprocess(out, spec, layout, solver, overwrite, batch_size, mesh)
@@ -692,17 +716,66 @@ def generate(
             manifest["complete"] = True
             _event(manifest, "completed", batch_size, workers)
             _write_manifest(out, manifest)
+        _check_splits_stored(out, manifest)
         _ensure_statistics(out, manifest)
     return out
 
 
-def _ensure_statistics(out: pathlib.Path, manifest: dict) -> None:
+def _already_complete(out: pathlib.Path, spec: dict) -> bool:
+    """Whether ``out`` holds, complete and intact, the dataset ``spec`` describes.
+
+    Read-only: no lock is taken and nothing is written. Every shard's sha256 is checked
+    (once per process, see :func:`storage.verify_file`); a corrupted shard makes this
+    False, so the locked path recomputes it.
+
+    Raises:
+        FileExistsError: ``out`` holds a dataset with another spec.
+    """
+    if not (out / MANIFEST_NAME).is_file():
+        return False
+    try:
+        manifest = read_manifest(out)
+    except (OSError, ManifestError):
+        return False
+    if not manifest["complete"]:
+        return False
+    _check_resumable(out, manifest, spec)
+    for s in manifest["shards"]:
+        try:
+            storage.verify_file(out / s["file"], s.get("sha256"), s.get("size"))
+        except (OSError, ValueError):
+            return False
+    return not _needs_statistics(out, manifest)
+
+
+def _check_splits_stored(out: pathlib.Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse a dataset whose non-empty split lost every trajectory to ``skip``.
+
+    Raises:
+        ValueError: naming the split and how many of its trajectories were skipped.
+    """
+    stored = set(stored_trajectories(manifest).tolist())
+    for name, (lo, hi) in manifest["splits"].items():
+        if hi > lo and not any(lo <= i < hi for i in stored):
+            raise ValueError(
+                f"split {name!r} of {out} holds no trajectories: all {hi - lo} of them "
+                f"(trajectories {lo}..{hi - 1}) blew up and were skipped "
+                "(on_nonfinite='skip'); use a stabler solver configuration (smaller dt, "
+                "more substeps) or more trajectories"
+            )
+
+
+def _needs_statistics(out: pathlib.Path, manifest: Mapping[str, Any]) -> bool:
     train = manifest["splits"].get("train", [0, 0])
     has_train = any(
         s["stored"] and s["trajectories"][0] < train[1] and train[0] < s["trajectories"][1]
         for s in manifest["shards"]
     )
-    if has_train and not (out / STATISTICS_NAME).exists():
+    return has_train and not (out / STATISTICS_NAME).exists()
+
+
+def _ensure_statistics(out: pathlib.Path, manifest: dict) -> None:
+    if _needs_statistics(out, manifest):
         from datasets.statistics import compute_statistics
 
         compute_statistics(out)
@@ -790,7 +863,7 @@ def _generate_multiprocess(
         if pid == 0 and pending:
             for p in range(nproc):
                 path = out / _records_name(p)
-                manifest["shards"].extend(json.loads(path.read_text()))
+                manifest["shards"].extend(storage.read_json(path))
                 path.unlink()
             bad = [b for r in manifest["shards"] if "nonfinite" in r for b in r["nonfinite"]]
             manifest["shards"] = [r for r in manifest["shards"] if "nonfinite" not in r]
@@ -809,6 +882,7 @@ def _generate_multiprocess(
         multihost_utils.sync_global_devices(f"{tag}:finished")
     if any("nonfinite" in r for r in records):
         _raise_nonfinite([b for r in records if "nonfinite" in r for b in r["nonfinite"]])
+    _check_splits_stored(out, read_manifest(out))
     return out
 
 
@@ -897,13 +971,14 @@ def _prepare(
             )
         _remove_dataset_files(out)
     if manifest is not None:
-        # Keep the shards that are still there, whole; anything else is recomputed.
+        # Keep the shards that are still there, intact; anything else is recomputed.
         kept = []
         for s in manifest["shards"]:
-            p = out / s["file"]
-            if p.is_file() and p.stat().st_size == s["size"]:
+            try:
+                storage.verify_file(out / s["file"], s.get("sha256"), s.get("size"))
                 kept.append(s)
-            else:
+            except (OSError, ValueError) as e:
+                log.warning("%s: recomputing shard %s (%s)", out, s.get("file"), e)
                 manifest["complete"] = False
         manifest["shards"] = kept
         return manifest

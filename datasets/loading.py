@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
+import os
 import pathlib
 import queue
 import threading
@@ -31,6 +33,92 @@ from datasets.manifest import (
 # netCDF-C/HDF5 are not thread-safe; every read in this module goes through this lock.
 _HDF5_LOCK = threading.Lock()
 _MAX_OPEN_FILES = 32
+
+
+class NonFiniteDataError(ValueError):
+    """Stored frames hold NaN or Inf: the data are corrupt, training on them would diverge."""
+
+
+# ---- integrity: checksums and finite values -------------------------------------------
+def verify_shard(directory: pathlib.Path, shard: Mapping[str, Any]) -> pathlib.Path:
+    """Check one shard's bytes against the sha256 and size its manifest records.
+
+    The first check of a file in a process reads it whole (about 1 ms per MB); later
+    ones cost a ``stat`` while the file is unchanged (:func:`storage.verify_file`).
+
+    Returns:
+        The shard's path.
+
+    Raises:
+        FileNotFoundError: the shard is missing.
+        storage.ShardIntegrityError: it was changed, corrupted or replaced since
+            generation (the message names the file and both digests).
+    """
+    file = directory / shard["file"]
+    storage.verify_file(
+        file, shard.get("sha256"), shard.get("size"), recorded_in=str(directory / MANIFEST_NAME)
+    )
+    return file
+
+
+def dataset_identity(path: str | pathlib.Path) -> str:
+    """A digest that changes whenever the data a dataset directory serves may have changed.
+
+    It covers the manifest's bytes (hence every shard's recorded sha256) and, per listed
+    shard, the file's size, mtime and ctime (``None`` when missing), so rewriting,
+    corrupting or replacing a shard after the fact changes it, even when the mtime is
+    restored. No shard is read: cheap enough to key a cache of validation results on.
+
+    Raises:
+        FileNotFoundError / ManifestError: as :func:`read_manifest`.
+    """
+    directory = dataset_dir(path)
+    m = read_manifest(directory)
+    files = []
+    for s in m["shards"]:
+        try:
+            st = os.stat(directory / s["file"])
+            files.append([s["file"], s.get("sha256"), st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+        except OSError:
+            files.append([s["file"], s.get("sha256"), None])
+    manifest_sha = storage.sha256_file(directory / MANIFEST_NAME)
+    text = storage.canonical_json({"manifest_sha256": manifest_sha, "shards": files})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_finite(
+    frames: np.ndarray,
+    trajectories: np.ndarray,
+    frame_offsets: np.ndarray | None,
+    variables: tuple[str, ...] | list[str],
+    dt: float,
+    source: str,
+) -> None:
+    """Raise naming the first trajectory, variable and frame of ``frames`` holding NaN/Inf.
+
+    Args:
+        frames: ``(n, T, C, *spatial)``.
+        trajectories: ``(n,)`` global trajectory index of each row.
+        frame_offsets: ``(n,)`` stored frame number of each row's first frame (None: 0).
+        variables: channel names.
+        dt: time between frames (time units of the dataset).
+        source: where the frames come from (a shard file, a dataset directory).
+
+    Raises:
+        NonFiniteDataError: naming trajectory, variable, frame and time.
+    """
+    if np.isfinite(frames).all():
+        return
+    n, t, c = frames.shape[:3]
+    bad = ~np.isfinite(frames.reshape(n, t, c, -1)).all(axis=-1)  # (n, T, C)
+    r, f, v = (int(a[0]) for a in np.nonzero(bad))
+    frame = f + (0 if frame_offsets is None else int(frame_offsets[r]))
+    raise NonFiniteDataError(
+        f"{source}: trajectory {int(trajectories[r])} holds NaN/Inf in variable "
+        f"{variables[v]!r} at frame {frame} (t = {frame * dt:.6g}); the stored data are "
+        "corrupt, so training on them would diverge: validate the dataset "
+        "(python -m datasets.validate DIR) and regenerate it"
+    )
 
 
 def dataset_info(path: str | pathlib.Path) -> dict[str, Any]:
@@ -149,7 +237,6 @@ def open_dataset(path: str | pathlib.Path, split: str | None = None):
     Raises:
         KeyError: unknown split.
     """
-    import netCDF4
     import xarray as xr
 
     directory = dataset_dir(path)
@@ -157,15 +244,21 @@ def open_dataset(path: str | pathlib.Path, split: str | None = None):
     layout = m["layout"]
     if not m["shards"]:
         raise ValueError(f"{directory} holds no finished shards yet")
+    recorded_in = str(directory / MANIFEST_NAME)
     managers = [
-        CachingFileManager(netCDF4.Dataset, str(directory / s["file"]), mode="r")
+        CachingFileManager(
+            _open_verified,
+            str(directory / s["file"]),
+            mode="r",
+            kwargs={"sha256": s.get("sha256"), "size": s.get("size"), "recorded_in": recorded_in},
+        )
         for s in m["shards"]
     ]
     counts = [s["stored"] for s in m["shards"]]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     trajectories = np.concatenate([np.asarray(_stored_ids(s), dtype=np.int64) for s in m["shards"]])
     with xr.open_dataset(
-        directory / m["shards"][0]["file"], engine="netcdf4", decode_times=False, cache=False
+        verify_shard(directory, m["shards"][0]), engine="netcdf4", decode_times=False, cache=False
     ) as first:
         coords = {k: first[k].variable.load() for k in first.coords if k != "trajectory"}
         var_attrs = {v: dict(first[v].attrs) for v in layout["variables"]}
@@ -197,6 +290,14 @@ def open_dataset(path: str | pathlib.Path, split: str | None = None):
     return ds
 
 
+def _open_verified(file: str, mode: str = "r", *, sha256, size, recorded_in: str):
+    """``netCDF4.Dataset(file)`` after checking its checksum (once per process)."""
+    import netCDF4
+
+    storage.verify_file(pathlib.Path(file), sha256, size, recorded_in=recorded_in)
+    return netCDF4.Dataset(file, mode=mode)
+
+
 def _stored_ids(shard: Mapping[str, Any]) -> list[int]:
     start, stop = shard["trajectories"]
     skipped = {s["trajectory"] for s in shard.get("skipped", [])}
@@ -208,10 +309,17 @@ def load_trajectories(
 ) -> np.ndarray:
     """One split as a contiguous array ``(N, T, C, *spatial)`` (trajectory order).
 
+    Each shard read is first checked against its recorded sha256 (once per process) and
+    its frames for NaN/Inf.
+
     Args:
         path: dataset directory.
         split: split name, or None for every stored trajectory.
         dtype: output dtype (default: the stored precision).
+
+    Raises:
+        storage.ShardIntegrityError: a shard's bytes differ from the manifest's record.
+        NonFiniteDataError: naming the trajectory and frame holding NaN/Inf.
     """
     directory = dataset_dir(path)
     m = read_manifest(directory)
@@ -221,10 +329,13 @@ def load_trajectories(
     out = np.empty((ids.size, m["spec"]["num_frames"], *layout["state_shape"]), dtype)
     at = 0
     for shard, rows in shard_rows(m, ids):
+        file = verify_shard(directory, shard)
         with _HDF5_LOCK:
-            x = storage.read_frames(
-                directory / shard["file"], layout["variables"], rows, dtype=dtype
-            )
+            x = storage.read_frames(file, layout["variables"], rows, dtype=dtype)
+        # shard_rows keeps the (sorted) order of ``ids``.
+        check_finite(
+            x, ids[at : at + x.shape[0]], None, layout["variables"], layout["dt"], str(file)
+        )
         out[at : at + x.shape[0]] = x
         at += x.shape[0]
     return out
@@ -256,8 +367,14 @@ class WindowLoader:
         dtype: dtype of the returned arrays (conversion happens once, at load).
         memory_budget_bytes: largest split held in RAM (default 4 GiB).
 
+    Every shard is checked against the sha256 its manifest records the first time this
+    process opens it (for an in-memory split: all of them, before the first batch), and
+    the frames are checked for NaN/Inf (in memory: once, at load; else: per batch read).
+
     Raises:
         ValueError: a bad argument (named), or no window fits in the trajectories.
+        storage.ShardIntegrityError: a shard was changed, corrupted or replaced.
+        NonFiniteDataError: the data hold NaN/Inf (naming the trajectory and frame).
     """
 
     def __init__(
@@ -353,11 +470,15 @@ class WindowLoader:
     def statistics(self):
         """Training-split :class:`~datasets.statistics.Statistics` (loaded, or computed)."""
         if self._statistics is None:
-            from datasets.statistics import compute_statistics, load_statistics
+            from datasets.statistics import (
+                StaleStatisticsError,
+                compute_statistics,
+                load_statistics,
+            )
 
             try:
                 self._statistics = load_statistics(self.path)
-            except (FileNotFoundError, ValueError):
+            except (FileNotFoundError, StaleStatisticsError):
                 try:
                     self._statistics = compute_statistics(self.path)
                 except OSError:  # read-only dataset directory: compute without storing
@@ -469,9 +590,11 @@ class WindowLoader:
     # ---- lazy reads
     def _build_locator(self):
         files, local = [], []
+        self._shards = {}
         for shard, rows in shard_rows(self._manifest, self._ids):
             files.extend([self.path / shard["file"]] * rows.size)
             local.extend(rows.tolist())
+            self._shards[self.path / shard["file"]] = shard
         return files, np.asarray(local)
 
     def _read_windows(self, rows: np.ndarray, t0: np.ndarray) -> np.ndarray:
@@ -485,6 +608,14 @@ class WindowLoader:
                 nc = self._handle(files[rows[i]])
                 for c, v in enumerate(layout["variables"]):
                     out[i, :, c] = nc.variables[v][local[rows[i]], window]
+        check_finite(
+            out,
+            self._ids[rows],
+            t0,
+            layout["variables"],
+            layout["dt"],
+            f"{self.path} ({self.split})",
+        )
         return out
 
     def _handle(self, file: pathlib.Path):
@@ -493,6 +624,7 @@ class WindowLoader:
 
         nc = self._handles.pop(file, None)
         if nc is None:
+            verify_shard(self.path, self._shards[file])
             nc = netCDF4.Dataset(file, "r")
             nc.set_auto_mask(False)
         self._handles[file] = nc
@@ -513,4 +645,13 @@ def _count(start: int) -> Iterator[int]:
         start += 1
 
 
-__all__ = ["WindowLoader", "dataset_info", "load_trajectories", "open_dataset"]
+__all__ = [
+    "NonFiniteDataError",
+    "WindowLoader",
+    "check_finite",
+    "dataset_identity",
+    "dataset_info",
+    "load_trajectories",
+    "open_dataset",
+    "verify_shard",
+]

@@ -32,6 +32,10 @@ from datasets.manifest import (
 )
 
 
+class StaleStatisticsError(ValueError):
+    """``statistics.nc`` was computed for another version of the dataset's data."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Statistics:
     """Per-variable normalisation statistics (float64 numpy arrays).
@@ -140,7 +144,11 @@ def compute_statistics(
 
     Raises:
         ValueError: the split holds no trajectories.
+        storage.ShardIntegrityError: a shard's bytes differ from the manifest's record.
+        NonFiniteDataError: the split holds NaN/Inf (naming the trajectory and frame).
     """
+    from datasets.loading import check_finite, verify_shard
+
     directory = dataset_dir(path)
     manifest = read_manifest(directory)
     layout = manifest["layout"]
@@ -151,8 +159,12 @@ def compute_statistics(
     states, deltas = _Moments(len(variables)), _Moments(len(variables))
     clim = np.zeros(layout["state_shape"])
     frames = 0
+    at = 0  # shard_rows keeps the (sorted) order of ``trajectories``
     for shard, rows in shard_rows(manifest, trajectories):
-        x = storage.read_frames(directory / shard["file"], variables, rows, dtype=np.float64)
+        file = verify_shard(directory, shard)
+        x = storage.read_frames(file, variables, rows, dtype=np.float64)
+        check_finite(x, trajectories[at : at + rows.size], None, variables, layout["dt"], str(file))
+        at += rows.size
         states.add(x)
         deltas.add(np.diff(x, axis=1))
         clim += x.sum(axis=(0, 1))
@@ -197,8 +209,9 @@ def _write(directory: pathlib.Path, stats: Statistics, manifest: Mapping, split:
     final = directory / STATISTICS_NAME
     tmp = storage.temporary_path(final)
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-        storage.commit(tmp, final)
+        with storage.naming_write_errors(final, int(ds.nbytes)):
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+            storage.commit(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -208,7 +221,10 @@ def load_statistics(path: str | pathlib.Path) -> Statistics:
 
     Raises:
         FileNotFoundError: none stored yet (call :func:`compute_statistics`).
-        ValueError: they were computed for a different version of the dataset.
+        StaleStatisticsError: they were computed for a different version of the dataset.
+        ValueError: the file is corrupt: unreadable, NaN/Inf or a negative standard
+            deviation, or shapes/variables that do not match the dataset (the message
+            names the file and the field).
     """
     import xarray as xr
 
@@ -219,19 +235,52 @@ def load_statistics(path: str | pathlib.Path) -> Statistics:
             f"{file} not found; call datasets.compute_statistics({directory!s})"
         )
     manifest = read_manifest(directory)
-    with xr.open_dataset(file, engine="netcdf4") as ds:
-        ds = ds.load()
+    fix = f"delete it, or call datasets.compute_statistics({str(directory)!r}) to recompute"
+    try:
+        with xr.open_dataset(file, engine="netcdf4") as ds:
+            ds = ds.load()
+    except Exception as e:  # noqa: BLE001 - netCDF4/xarray raise many types; all mean corrupt
+        raise ValueError(f"{file} is unreadable ({type(e).__name__}: {e}); {fix}") from None
     if ds.attrs.get("dataset_fingerprint") != fingerprint(manifest):
-        raise ValueError(
+        raise StaleStatisticsError(
             f"{file} was computed for different data than {directory} now holds (the dataset "
             "was regenerated); call datasets.compute_statistics to recompute"
         )
+    layout = manifest["layout"]
+    c = len(layout["variables"])
+    expected = {
+        "state_mean": (c,),
+        "state_std": (c,),
+        "delta_mean": (c,),
+        "delta_std": (c,),
+        "climatology": tuple(layout["state_shape"]),
+    }
+    fields = {}
+    for name, shape in expected.items():
+        if name not in ds:
+            raise ValueError(f"{file} lacks variable {name!r}; {fix}")
+        value = np.asarray(ds[name].values, dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(
+                f"{file}: {name} has shape {value.shape}, expected {shape} for the "
+                f"{c} variable(s) {list(layout['variables'])} of {directory}; {fix}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"{file}: {name} holds NaN/Inf ({_head(value)}); {fix}")
+        if name.endswith("_std") and (value < 0).any():
+            raise ValueError(f"{file}: {name} is negative ({_head(value)}); {fix}")
+        fields[name] = value
+    variables = tuple(str(v) for v in ds["variable"].values) if "variable" in ds.coords else ()
+    if variables != tuple(layout["variables"]):
+        raise ValueError(
+            f"{file} is for variables {list(variables)}, the dataset has "
+            f"{list(layout['variables'])}; {fix}"
+        )
     return Statistics(
-        variables=tuple(str(v) for v in ds["variable"].values),
-        state_mean=ds["state_mean"].values,
-        state_std=ds["state_std"].values,
-        delta_mean=ds["delta_mean"].values,
-        delta_std=ds["delta_std"].values,
-        climatology=ds["climatology"].values,
-        num_trajectories=int(ds.attrs["num_trajectories"]),
+        variables=variables, num_trajectories=int(ds.attrs.get("num_trajectories", 0)), **fields
     )
+
+
+def _head(a: np.ndarray) -> str:
+    flat = np.ravel(a)
+    return "[" + ", ".join(f"{x:.4g}" for x in flat[:4]) + (", ...]" if flat.size > 4 else "]")

@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +43,52 @@ CHUNK_TARGET_BYTES = 1 << 20
 
 class DatasetLockedError(RuntimeError):
     """Another process holds the writer lock of a dataset directory."""
+
+
+class ShardIntegrityError(ValueError):
+    """A shard's bytes differ from the sha256 (or size) its manifest records."""
+
+
+# ---- write errors that name the file ------------------------------------------------------
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(directory: pathlib.Path) -> int | None:
+    """Bytes available to this user on the filesystem of ``directory`` (None: unknown)."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def naming_write_errors(path: pathlib.Path, needed: int = 0) -> Iterator[None]:
+    """Re-raise a failed write inside the block as an ``OSError`` naming ``path``.
+
+    The kernel's ENOSPC/EDQUOT (and HDF5's bare ``RuntimeError("NetCDF: HDF error")``
+    that a full disk produces under xarray) say neither which file nor why. A failure
+    on a filesystem with less than ``needed`` bytes (at least 1 MiB) free is reported
+    as a full disk.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, OSError) and e.filename is not None and e.errno not in _DISK_FULL:
+            raise  # already names its file (e.g. permission denied on open)
+        free = free_bytes(path.parent)
+        full = getattr(e, "errno", None) in _DISK_FULL or (
+            free is not None and free < max(needed, 1 << 20)
+        )
+        if full:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device while writing {path} "
+                f"({free if free is not None else 'unknown'} bytes free): free some space "
+                "(or choose another directory) and rerun; finished files are kept",
+                str(path),
+            ) from e
+        code = getattr(e, "errno", None) or errno.EIO
+        raise OSError(code, f"writing {path} failed: {type(e).__name__}: {e}", str(path)) from e
 
 
 # ---- atomic files ------------------------------------------------------------------------
@@ -80,8 +128,9 @@ def write_text_atomic(path: pathlib.Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
     tmp = temporary_path(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
-        commit(tmp, path)
+        with naming_write_errors(path, len(text)):
+            tmp.write_text(text, encoding="utf-8")
+            commit(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -90,6 +139,19 @@ def write_text_atomic(path: pathlib.Path, text: str) -> None:
 def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON through :func:`write_text_atomic`."""
     write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def read_json(path: pathlib.Path) -> Any:
+    """Parse a JSON file; a malformed one raises ``ValueError`` naming the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not UTF-8 JSON (the message names the file and the position).
+    """
+    try:
+        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def remove_stale_temporaries(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -109,6 +171,76 @@ def sha256_file(path: pathlib.Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+# Digests of files this process has hashed, by file identity: a file is re-hashed only
+# when it may have changed (another inode, size, mtime or ctime; ctime cannot be set back
+# by a user, so even a rewrite that restores the mtime is noticed).
+_DIGESTS: dict[tuple, str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _identity(path: pathlib.Path) -> tuple:
+    st = os.stat(path)
+    return (
+        str(pathlib.Path(path).resolve()),
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+
+
+def cached_sha256(path: pathlib.Path) -> str:
+    """sha256 of a file, computed once per process while the file stays unchanged.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    before = _identity(path)
+    with _DIGESTS_LOCK:
+        digest = _DIGESTS.get(before)
+    if digest is not None:
+        return digest
+    digest = sha256_file(path)
+    if _identity(path) == before:  # not modified while being read
+        with _DIGESTS_LOCK:
+            _DIGESTS[before] = digest
+    return digest
+
+
+def verify_file(
+    path: pathlib.Path, sha256: str | None, size: int | None = None, *, recorded_in: str = ""
+) -> None:
+    """Check that ``path`` holds the bytes a manifest recorded (cached per process).
+
+    The first call per file (and process) reads the whole file; later calls cost a
+    ``stat`` while the file is unchanged.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ShardIntegrityError: size or sha256 differ, naming the file and both digests.
+    """
+    where = f" in {recorded_in}" if recorded_in else ""
+    advice = (
+        "the file was corrupted or replaced after generation: delete it and rerun the same "
+        "generation to recompute it (or regenerate the dataset with overwrite=True)"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"shard {path} listed{where} is missing; {advice}")
+    if not isinstance(sha256, str):
+        raise ShardIntegrityError(f"no sha256 recorded{where} for shard {path}; {advice}")
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        raise ShardIntegrityError(
+            f"shard {path} has {actual_size} bytes, {size} recorded{where}; {advice}"
+        )
+    actual = cached_sha256(path)
+    if actual != sha256:
+        raise ShardIntegrityError(
+            f"shard {path} has sha256 {actual}, expected {sha256} (recorded{where}); {advice}"
+        )
 
 
 @contextlib.contextmanager
@@ -267,9 +399,11 @@ def write_shard(ds, final: pathlib.Path) -> tuple[str, int]:
     """Write a shard dataset atomically; return ``(sha256, size_in_bytes)``."""
     tmp = temporary_path(final)
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-        digest, size = sha256_file(tmp), tmp.stat().st_size
-        commit(tmp, final, sync_directory=False)  # the next manifest write syncs the directory
+        with naming_write_errors(final, int(ds.nbytes)):
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+            digest, size = sha256_file(tmp), tmp.stat().st_size
+            # The next manifest write syncs the directory.
+            commit(tmp, final, sync_directory=False)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

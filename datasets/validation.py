@@ -7,9 +7,11 @@
    their sha256 checksums and sizes match the manifest.
 3. **accuracy**: a seeded sample of trajectories re-simulated from the recorded
    provenance reproduces the stored frames; conserved diagnostics stay constant along
-   every stored trajectory.
-4. **completeness**: every shard and trajectory is there (or recorded as skipped), with
-   every frame, no NaN/Inf, no constant trajectory and no repeated consecutive frame.
+   every stored trajectory; every value lies within a plausible range derived, robustly,
+   from the training split (:data:`PLAUSIBLE_RANGE_FACTOR`).
+4. **completeness**: every shard and trajectory is there (or recorded as skipped), at
+   least one is stored, with every frame, no NaN/Inf, no constant trajectory and no
+   repeated consecutive frame.
 
 Corrupt inputs (a truncated file, an HTML page saved as ``.nc``, a flipped byte, a
 missing shard, a removed attribute) are reported as issues naming the file, variable or
@@ -60,6 +62,14 @@ CONSERVED_BY_CONVENTION = ("mass", "mean_vorticity")
 # operations of another XLA build over the first frames; chaotic divergence beyond that
 # is reported, with the library versions, rather than hidden by a loose tolerance.
 RESIMULATION_EPS_FACTOR = 1000.0
+# Plausible range of each variable: within this many robust standard deviations ``s`` of
+# its typical value ``m``. Per trajectory ``i`` of the training split, ``rms_i`` is the
+# RMS of ``u - m`` over frames and grid points; ``m`` is the median over those
+# trajectories of their means and ``s`` the median of ``rms_i``, so a minority of bad
+# trajectories cannot widen its own bound. Chaotic fields stay within about 5 s; a
+# decaying field whose early frames dominate within about sqrt(T) s. 50 flags storage
+# or solver failures (1e30, a scaled copy) without false alarms on physical extremes.
+PLAUSIBLE_RANGE_FACTOR = 50.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +201,7 @@ def validate(
         else []
     )
     found: dict[int, np.ndarray] = {}
+    ranges = _Ranges(layout["variables"])
     for shard in manifest["shards"]:
         data = _check_shard(chk, manifest, shard)
         if data is None:
@@ -198,13 +209,16 @@ def validate(
         ids = np.asarray(_stored_ids(shard), dtype=np.int64)
         if ids.size == 0:
             continue  # every trajectory of the shard was skipped (recorded in the manifest)
-        _check_frames(chk, manifest, shard, ids, data)
+        finite = _check_frames(chk, manifest, shard, ids, data)
+        ranges.add(shard["file"], ids[finite], data[finite])
         if diagnose is not None:
             _check_conservation(chk, layout, spec, ids, data, diagnose)
         for row, i in enumerate(ids.tolist()):
             if i in sample:
                 found[i] = data[row]
     _check_coverage(chk, manifest)
+    train = manifest["splits"].get("train")
+    ranges.check(chk, range(*train) if train else None)
     _check_strays(chk, manifest)
     if solver is not None:
         _check_resimulation(chk, manifest, solver, sorted(sample), found, tolerance)
@@ -308,7 +322,7 @@ def _check_shard(chk: _Checker, m: Mapping[str, Any], shard: Mapping[str, Any]):
     size = path.stat().st_size
     if size != shard.get("size"):
         chk.error("consistency", name, f"size {size} bytes, manifest records {shard.get('size')}")
-    digest = storage.sha256_file(path)
+    digest = storage.cached_sha256(path)  # a later loader in this process need not re-read
     if digest != shard.get("sha256"):
         chk.error(
             "consistency",
@@ -489,13 +503,17 @@ def _head(a: np.ndarray) -> str:
 # ---- data: completeness and accuracy ------------------------------------------------------
 def _check_frames(
     chk: _Checker, m: Mapping, shard: Mapping, ids: np.ndarray, data: np.ndarray
-) -> None:
-    """NaN/Inf, constant trajectories, repeated consecutive frames; ``data (n, T, C, ...)``."""
+) -> np.ndarray:
+    """NaN/Inf, constant trajectories, repeated consecutive frames; ``data (n, T, C, ...)``.
+
+    Returns the ``(n,)`` mask of the trajectories free of NaN/Inf.
+    """
     variables = m["layout"]["variables"]
     dt = m["layout"]["dt"]
     n, t = data.shape[:2]
     flat = data.reshape(n, t, len(variables), -1)
     finite = np.isfinite(flat).all(axis=-1)  # (n, T, C)
+    clean = finite.all(axis=(1, 2))
     for r in range(n):
         loc = f"trajectory {ids[r]} ({shard['file']})"
         bad = False
@@ -516,6 +534,74 @@ def _check_frames(
                 loc,
                 f"{f.size} repeated consecutive frame(s): frame {f[0] + 1} equals frame {f[0]}",
             )
+    return clean
+
+
+class _Ranges:
+    """Per-trajectory summaries for the plausible-range check (:data:`PLAUSIBLE_RANGE_FACTOR`).
+
+    Only summaries are kept (mean, variance, extremes per variable), never the data.
+    """
+
+    def __init__(self, variables) -> None:
+        self.variables = list(variables)
+        self.rows: list[tuple[int, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, file: str, ids: np.ndarray, data: np.ndarray) -> None:
+        """``data``: ``(n, T, C, *spatial)`` finite trajectories ``ids`` of shard ``file``."""
+        for i, traj in zip(ids.tolist(), data, strict=True):
+            x = np.moveaxis(traj, 1, 0).reshape(traj.shape[1], traj.shape[0], -1)  # (C, T, P)
+            x = x.astype(np.float64)
+            flat = x.reshape(x.shape[0], -1)
+            lo, hi = flat.argmin(axis=1), flat.argmax(axis=1)
+            self.rows.append(
+                (
+                    i,
+                    file,
+                    flat.mean(axis=1),
+                    flat.var(axis=1),
+                    np.stack([flat[np.arange(flat.shape[0]), lo], lo // x.shape[2]]),
+                    np.stack([flat[np.arange(flat.shape[0]), hi], hi // x.shape[2]]),
+                )
+            )
+
+    def check(self, chk: _Checker, train: range | None) -> None:
+        if not self.rows:
+            return
+        ref = [r for r in self.rows if train is not None and r[0] in train] or self.rows
+        means = np.stack([r[2] for r in ref])  # (N, C)
+        variances = np.stack([r[3] for r in ref])
+        center = np.median(means, axis=0)
+        scale = np.median(np.sqrt(variances + (means - center) ** 2), axis=0)
+        bound = PLAUSIBLE_RANGE_FACTOR * scale
+        which = "training" if ref is not self.rows else "stored"
+        for c, v in enumerate(self.variables):
+            if not scale[c] > 0:
+                chk.note("accuracy", f"plausible range of {v!r} not checked: constant field")
+                continue
+            chk.note(
+                "accuracy",
+                f"plausible range of {v!r}: {center[c]:.4g} +- {bound[c]:.4g} "
+                f"({PLAUSIBLE_RANGE_FACTOR:g} robust std of the {which} trajectories)",
+            )
+        for i, file, _, _, lo, hi in self.rows:
+            for c, v in enumerate(self.variables):
+                if not scale[c] > 0:
+                    continue
+                (value, frame) = max(
+                    ((lo[0, c], lo[1, c]), (hi[0, c], hi[1, c])),
+                    key=lambda vf: abs(vf[0] - center[c]),
+                )
+                if abs(value - center[c]) > bound[c]:
+                    chk.error(
+                        "accuracy",
+                        f"trajectory {i} ({file})",
+                        f"{v} = {value:.4g} at frame {int(frame)} is implausible: "
+                        f"{abs(value - center[c]) / scale[c]:.3g} robust standard deviations "
+                        f"from the typical value {center[c]:.4g} (bound "
+                        f"{PLAUSIBLE_RANGE_FACTOR:g} x {scale[c]:.4g}, from the {which} "
+                        "trajectories)",
+                    )
 
 
 def _diagnostics_fn(chk: _Checker, solver, layout: Mapping):
@@ -639,9 +725,26 @@ def _check_coverage(chk: _Checker, m: Mapping[str, Any]) -> None:
             f"{len(skipped)} trajectorie(s) skipped for non-finite values during generation: "
             + ", ".join(f"{s['trajectory']} (t = {s['time']:.6g})" for s in skipped[:10]),
         )
+    stored = stored_trajectories(m).size
+    if stored == 0:
+        chk.error(
+            "completeness",
+            MANIFEST_NAME,
+            f"no trajectory stored (of {n}): the dataset is empty"
+            + (" (all were skipped as non-finite)" if skipped else ""),
+        )
+    else:
+        ids = stored_trajectories(m)
+        for name, (lo, hi) in m["splits"].items():
+            if hi > lo and not ((ids >= lo) & (ids < hi)).any():
+                chk.error(
+                    "completeness",
+                    MANIFEST_NAME,
+                    f"split {name!r} (trajectories {lo}..{hi - 1}) holds no stored trajectory",
+                )
     chk.note(
         "completeness",
-        f"{stored_trajectories(m).size} of {n} trajectories stored, {spec['num_frames']} frames each",
+        f"{stored} of {n} trajectories stored, {spec['num_frames']} frames each",
     )
 
 

@@ -191,9 +191,10 @@ def test_resume_after_kill_is_byte_identical(tmp_path):
 
 def test_second_writer_fails_fast(ks_copy):
     with storage.writer_lock(ks_copy):
-        # Non-blocking flock: raises at once (a blocking lock would hang this test).
+        # Non-blocking flock: raises at once (a blocking lock would hang this test). A
+        # complete dataset needs no lock (test_integrity); overwriting one does.
         with pytest.raises(datasets.DatasetLockedError, match="being written by another process"):
-            datasets.generate(ks_solver(), ks_copy, **GENERATE)
+            datasets.generate(ks_solver(), ks_copy, **GENERATE, overwrite=True)
     datasets.generate(ks_solver(), ks_copy, **GENERATE)  # the lock is free again
 
 
@@ -265,7 +266,12 @@ def test_nonfinite_raises_with_trajectory_and_time(tmp_path):
 def test_nonfinite_skip_records_and_drops(tmp_path):
     solver = Fuse1D(dt=0.5, bad_fraction=0.3, fuse_steps=5)
     bad = _bad_trajectories(solver, 0, 6)
-    out = datasets.generate(solver, tmp_path / "skip", **GENERATE, on_nonfinite="skip")
+    # One split: the default 'val' split is trajectory 5 alone, which blows up (a split
+    # left empty is refused: test_integrity).
+    splits = {"train": 1.0}
+    out = datasets.generate(
+        solver, tmp_path / "skip", **GENERATE, on_nonfinite="skip", splits=splits
+    )
     manifest = datasets.read_manifest(out)
     assert [s["trajectory"] for s in manifest["skipped"]] == bad
     assert all(s["frame"] == 1 and s["time"] == 0.5 for s in manifest["skipped"])
