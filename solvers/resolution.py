@@ -1,4 +1,8 @@
-"""Spectral resampling of periodic states between grids (Fourier truncation / zero padding).
+"""Resolution: one periodic problem on several grids.
+
+Spectral resampling of periodic states between grids (Fourier truncation / zero padding)
+and :func:`at_resolution`, the same solver rebuilt on another grid at its largest stable
+internal step (the rungs of a solver ladder, coarse-grained datasets, coarse checks).
 
 A periodic field sampled on ``n`` points is the trigonometric polynomial
 
@@ -20,8 +24,10 @@ Consequences, checked in the tests: ``coarsen(refine(u)) == u`` to round-off, an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -136,4 +142,87 @@ def refine(state: Array, factor: int = 2, ndim: int | None = None) -> Array:
     return spectral_resample(state, tuple(n * factor for n in sizes))
 
 
-__all__ = ["coarsen", "refine", "spectral_resample"]
+def _sizes(num_points: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(num_points),) if isinstance(num_points, int) else tuple(int(n) for n in num_points)
+
+
+def at_resolution(
+    solver: Any, num_points: int | Sequence[int], *, num_substeps: int | None = None
+) -> Any:
+    """The same solver (same physics, ``dt``, precision) on another grid.
+
+    Built as ``type(solver)(**{**solver.config(), "num_points": ..., "num_substeps": ...})``.
+    With ``num_substeps=None`` the internal step is the *largest stable* one: the smallest
+    ``num_substeps`` the solver's own start-up stability check accepts (a solver ladder
+    must not handicap a rung with needless substeps). The search starts from the count
+    scaled by the grid ratio (an advective Courant limit ``h ~ dx``), and steps down or up
+    from there; constructors are cheap host code.
+
+    Args:
+        solver: a solver whose ``config()`` has ``num_points`` and ``num_substeps``.
+        num_points: the new grid, an int (1D or square) or one size per axis.
+        num_substeps: internal steps per ``dt``; ``None`` picks the smallest stable count.
+
+    Returns:
+        A new solver of the same class.
+
+    Raises:
+        ValueError: the solver's config lacks ``num_points``/``num_substeps``, the grid has
+            another number of axes, or the solver rejects the configuration for another
+            reason than its stability limit (its message is included).
+    """
+    cfg = dict(solver.config())
+    owner = f"at_resolution({type(solver).__name__})"
+    for key in ("num_points", "num_substeps"):
+        if key not in cfg:
+            raise ValueError(f"{owner}: config() has no {key!r}, so it cannot be rebuilt")
+    old = _sizes(cfg["num_points"])
+    new = _sizes(num_points)
+    if len(new) == 1 and len(old) > 1:
+        new = new * len(old)
+    if len(new) != len(old):
+        raise ValueError(f"{owner}: num_points {num_points!r} has not {len(old)} axes")
+    # Keep the config's own spelling: an int for a square (or 1D) grid, else a tuple.
+    value: Any = new[0] if isinstance(cfg["num_points"], int) and len(set(new)) == 1 else new
+    cls = type(solver)
+
+    def build(n: int):
+        try:
+            return cls(**{**cfg, "num_points": value, "num_substeps": n}), None
+        except ValueError as err:
+            if "stability limit" in str(err):
+                return None, err
+            raise ValueError(f"{owner}: num_points={value!r}: {err}") from err
+
+    if num_substeps is not None:
+        built, err = build(int(num_substeps))
+        if built is None:
+            raise ValueError(f"{owner}: {err}") from err
+        return built
+    guess = max(
+        1, math.ceil(cfg["num_substeps"] * max(n / o for n, o in zip(new, old, strict=True)))
+    )
+    built, _ = build(guess)
+    if built is not None:  # step down while stable
+        n = guess
+        while n > 1:
+            smaller, _ = build(n - 1)
+            if smaller is None:
+                break
+            built, n = smaller, n - 1
+        return built
+    n = guess
+    for _ in range(100_000):  # step up until stable; the limit is finite for any grid
+        n = max(n + 1, math.ceil(n * 1.05))
+        built, _ = build(n)
+        if built is not None:
+            while n > guess + 1:  # the geometric step may overshoot: walk back down
+                smaller, _ = build(n - 1)
+                if smaller is None:
+                    break
+                built, n = smaller, n - 1
+            return built
+    raise ValueError(f"{owner}: found no stable num_substeps for num_points={value!r}")
+
+
+__all__ = ["at_resolution", "coarsen", "refine", "spectral_resample"]
