@@ -226,11 +226,14 @@ class LongRun:
             ``num_steps // 2 + 1 .. num_steps``.
         num_steps: intervals actually run (a whole number of chunks).
         run_s_all: wall seconds of each chunk (each a run of the same compiled program).
+        last_states: ``(B, C, *grid)`` the states after ``num_steps`` intervals, on the
+            stepper's grid (e.g. spun-up initial states).
     """
 
     frames: np.ndarray
     num_steps: int
     run_s_all: tuple[float, ...]
+    last_states: np.ndarray
 
 
 def long_run_frames(
@@ -284,7 +287,7 @@ def long_run_frames(
         if keep.size:
             # Project the whole chunk (one shape, one compilation), then keep its part.
             kept.append(np.asarray(spectral_resample(traj, points))[:, keep])
-    return LongRun(np.concatenate(kept, axis=1), total, tuple(times))
+    return LongRun(np.concatenate(kept, axis=1), total, tuple(times), np.asarray(state))
 
 
 # ---- scores ---------------------------------------------------------------------------------
@@ -490,6 +493,73 @@ def long_run_statistics(
         "enstrophy": float(np.mean(ens)),
         "nonfinite_members": int(np.sum(~finite)),
     }
+
+
+@jax.jit
+def _energy_spectrum(solver: Any, states: Array) -> tuple[Array, Array]:
+    """``solver.energy_spectrum`` as one compiled program (the solver is an argument)."""
+    return solver.energy_spectrum(states)
+
+
+def comparison_solver(fine_solver: Any, comparison_grid: Sequence[int]) -> Any:
+    """The fine solver's class on the comparison grid (for its diagnostics, not stepping)."""
+    return at_resolution(fine_solver, _points_arg(comparison_grid))
+
+
+def energy_spectrum_fn(solver: Any) -> SpectrumFn:
+    """The default spectrum of the front: ``solver.energy_spectrum``, compiled once.
+
+    Args:
+        solver: a solver on the comparison grid with an ``energy_spectrum`` method
+            (:func:`comparison_solver`).
+
+    Returns:
+        ``states (..., C, *grid) -> (k (K,), E (..., K))``.
+    """
+    if not hasattr(solver, "energy_spectrum"):
+        raise ValueError(
+            f"energy_spectrum_fn: {type(solver).__name__} has no energy_spectrum; pass a "
+            "spectrum_fn of your own"
+        )
+    return partial(_energy_spectrum, solver)
+
+
+def reference_climate(
+    frames: Any,
+    fine_solver: Any,
+    comparison_grid: Sequence[int],
+    *,
+    spectrum_fn: SpectrumFn | None = None,
+    enstrophy_fn: EnstrophyFn | None = None,
+) -> dict[str, Any]:
+    """The reference climatology :func:`run_front` compares long runs with.
+
+    For frames of the fine solution already projected onto the comparison grid (a
+    coarse-grained dataset's frames, or the second half of a spin-up), the time- and
+    ensemble-mean spectrum and enstrophy with the same functions as :func:`run_front`'s
+    defaults.
+
+    Args:
+        frames: ``(B, L, C, *comparison grid)``.
+        fine_solver: the reference solver (its class gives the spectrum).
+        comparison_grid: points per axis.
+        spectrum_fn, enstrophy_fn: as in :func:`run_front` (defaults alike).
+
+    Returns:
+        :func:`long_run_statistics` of the frames: pass ``["spectrum"]`` as
+        ``reference_spectrum`` and ``["enstrophy"]`` as ``reference_enstrophy``.
+    """
+    x = np.asarray(frames)
+    grid = tuple(int(n) for n in comparison_grid)
+    if tuple(x.shape[x.ndim - len(grid) :]) != grid:
+        raise ValueError(
+            f"reference_climate: frames of shape {x.shape} are not on the comparison grid {grid}"
+        )
+    if spectrum_fn is None:
+        spectrum_fn = energy_spectrum_fn(comparison_solver(fine_solver, grid))
+    if enstrophy_fn is None:
+        enstrophy_fn = partial(half_mean_square, state_ndim=len(fine_solver.state_shape))
+    return long_run_statistics(x, spectrum_fn, enstrophy_fn)
 
 
 # ---- matched-error speed-up and break-even -------------------------------------------------
@@ -806,6 +876,14 @@ class FrontEntry:
     upfront_cost_s: float | None = None
     breakeven_time_units: float | None = None
 
+    @property
+    def breakeven_bound(self) -> str | None:
+        """``"lower"``/``"upper"`` when the matched cost is a bound (the reverse of the
+        speed-up's: a speed-up of at most x means a saving of at most so much)."""
+        if self.breakeven_time_units is None or self.speedup is None:
+            return None
+        return {"upper": "lower", "lower": "upper"}.get(self.speedup.bound or "")
+
     def error_at(self, lead: int) -> float:
         return float(self.error[lead])
 
@@ -844,6 +922,7 @@ class FrontEntry:
                 else self.speedup_corr.to_dict(),
                 "upfront_cost_s": self.upfront_cost_s,
                 "breakeven_time_units": self.breakeven_time_units,
+                "breakeven_bound": self.breakeven_bound,
                 "long_run_spectrum": None
                 if self.long_run_spectrum is None
                 else np.asarray(self.long_run_spectrum).tolist(),
@@ -927,6 +1006,7 @@ class Front:
             "matched_error": None if best is None else best.error_at(self.lead),
             "matched_solver_cost": None if sp is None else sp.matched_solver_cost,
             "breakeven_time_units": None if best is None else best.breakeven_time_units,
+            "breakeven_bound": None if best is None else best.breakeven_bound,
             "stepper": None if best is None else best.name,
             "stepper_kind": None if best is None else best.kind,
             "speedup_at_matched_corr_time": None
@@ -1016,12 +1096,6 @@ def _json_safe(x: Any) -> Any:
         x = float(x)
         return x if math.isfinite(x) else None
     return x
-
-
-@jax.jit
-def _energy_spectrum(solver: Any, states: Array) -> tuple[Array, Array]:
-    """``solver.energy_spectrum`` as one compiled program (the solver is an argument)."""
-    return solver.energy_spectrum(states)
 
 
 def _grid_name(num_points: Sequence[int]) -> str:
@@ -1174,13 +1248,9 @@ def run_front(
         if comparison_grid is None
         else tuple(int(n) for n in np.broadcast_to(comparison_grid, (state_ndim - 1,)))
     )
-    solver_c = at_resolution(fine_solver, _points_arg(grid_c))
+    solver_c = comparison_solver(fine_solver, grid_c)
     if spectrum_fn is None:
-        if not hasattr(solver_c, "energy_spectrum"):
-            raise ValueError(
-                f"{owner}: {type(fine_solver).__name__} has no energy_spectrum; pass spectrum_fn"
-            )
-        spectrum_fn = partial(_energy_spectrum, solver_c)
+        spectrum_fn = energy_spectrum_fn(solver_c)
     if enstrophy_fn is None:
         enstrophy_fn = partial(half_mean_square, state_ndim=state_ndim)
     band = resolved_band(grid_c, solver_c.grid.domain_length)
@@ -1377,9 +1447,6 @@ def _place_labels(fig, ax, items: Sequence[tuple[float, float, str, Any]]) -> No
         return max(w, 0) * max(h, 0)
 
     axes_box = ax.get_window_extent(renderer)
-    legend = ax.get_legend()
-    if legend is not None:
-        occupied.append(tuple(legend.get_window_extent(renderer).extents))
     for x, y, text, color in items:
         best = None
         for dx, dy in _LABEL_OFFSETS:
@@ -1515,7 +1582,9 @@ def plot_front(front: Front, path: PathLike) -> Path:
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(x=0.12, y=0.15)  # room for the labels of the end points
-    ax.legend(fontsize=7, loc="best")
+    handles, names = ax.get_legend_handles_labels()
+    if handles:  # below the figure: inside the axes it would hide points
+        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), fontsize=7)
 
     t = front.lead_times
     shade = np.linspace(0.25, 0.75, max(len(rungs), 1))
@@ -1548,11 +1617,14 @@ __all__ = [
     "CORRELATION_THRESHOLD",
     "Front",
     "FrontEntry",
+    "LongRun",
     "MatchedSpeedup",
     "Precomputed",
     "RolloutRun",
     "breakeven_time_units",
+    "comparison_solver",
     "default_comparison_grid",
+    "energy_spectrum_fn",
     "field_correlation",
     "half_mean_square",
     "long_run_frames",
@@ -1560,6 +1632,7 @@ __all__ = [
     "pareto_front",
     "plot_front",
     "relative_error",
+    "reference_climate",
     "relative_l2_error",
     "resolved_band",
     "run_front",
