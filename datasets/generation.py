@@ -647,15 +647,19 @@ def generate(
             Measured on chaotic float32 fields: level 1 saves ~17 % of the bytes but
             costs ~60 % of the Kuramoto-Sivashinsky solver time, so it is opt-in.
         overwrite: replace an existing dataset in ``out_dir`` (otherwise a dataset with
-            a different spec is refused, naming what differs).
-        config: the resolved run configuration, stored as provenance (JSON values).
+            a different spec is refused, naming what differs). A complete, intact
+            dataset with the same spec is returned without taking the writer lock or
+            writing anything (so it may be read-only); a corrupted shard is recomputed.
+        config: the resolved run configuration, stored as provenance (JSON values),
+            without :data:`RUNTIME_KEYS` (see :func:`provenance_config`).
         progress: show a tqdm bar (trajectories/s, ETA).
 
     Returns:
         The dataset directory.
 
     Raises:
-        ValueError: a bad argument (named).
+        ValueError: a bad argument (named), or ``on_nonfinite="skip"`` left a split
+            without any trajectory (named).
         FileExistsError: ``out_dir`` holds a different dataset and ``overwrite`` is False.
         DatasetLockedError: another process is writing to ``out_dir``.
         NonFiniteError: a trajectory blew up and ``on_nonfinite="raise"``.
