@@ -34,6 +34,7 @@ which writes ``front.json`` and a markdown table; :func:`plot_front` draws the f
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -150,10 +151,21 @@ def _check_count(owner: str, name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+# Compiled rollouts by (pytree structure, abstract leaves, num_steps): the reference and a
+# rung on its grid, or a second front in one session, share one program. AOT compilation
+# does not fill jit's own cache. Small: each entry holds an executable.
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_PROGRAMS = 16
+
+
 def compile_rollout(
     stepper: Any, initial_states: Array | np.ndarray, num_steps: int
 ) -> tuple[Callable[[Any, Any], Any], float]:
     """Lower and compile the batched rollout of ``num_steps`` intervals (AOT).
+
+    Programs are kept (a few, least recently used dropped) by the structure and the
+    shapes and dtypes of ``(stepper, states)``, so a stepper equal up to its array values
+    is not compiled twice; the compile time reported is that of the first compilation.
 
     Returns:
         ``(program, seconds)``: ``program(stepper, states)`` returns ``(B, T+1, C, *grid)``
@@ -161,11 +173,24 @@ def compile_rollout(
     """
     _check_stepper_states("compile_rollout", stepper, initial_states)
     num_steps = _check_count("compile_rollout", "num_steps", num_steps, 1)
+    states = jnp.asarray(initial_states)
+    leaves, treedef = jax.tree.flatten((stepper, states))
+    try:
+        key = (treedef, tuple(jax.typeof(leaf) for leaf in leaves), num_steps)
+        hash(key)
+    except TypeError:  # unhashable static metadata: compile without caching
+        key = None
+    if key is not None and key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
+        return _PROGRAMS[key]
     t0 = time.perf_counter()
-    program = _batched_rollout.lower(
-        stepper, jnp.asarray(initial_states), num_steps=num_steps
-    ).compile()
-    return program, time.perf_counter() - t0
+    program = _batched_rollout.lower(stepper, states, num_steps=num_steps).compile()
+    entry = (program, time.perf_counter() - t0)
+    if key is not None:
+        _PROGRAMS[key] = entry
+        while len(_PROGRAMS) > _MAX_PROGRAMS:
+            _PROGRAMS.popitem(last=False)
+    return entry
 
 
 def run_stepper(
@@ -1222,18 +1247,22 @@ def run_front(
             f"{owner}: reference_spectrum=None needs long_rollout_steps >= 2 (the reference "
             "climatology comes from a long fine run)"
         )
-    upfront_cost_s = dict(upfront_cost_s or {})
-    unknown = set(upfront_cost_s) - set(learned)
-    if unknown:
-        raise ValueError(f"{owner}: upfront_cost_s names {sorted(unknown)} are not in learned")
     for name, st in learned.items():
         _check_compatible(owner, name, st, fine_solver)
 
     ladder = solver_ladder(fine_solver, ladder_grids)
     hybrids = hybrid(x0, int(num_leads)) if callable(hybrid) else (hybrid or ())
     hybrids = [_as_precomputed(h) for h in hybrids]
+    upfront_cost_s = dict(upfront_cost_s or {})
+    unknown = set(upfront_cost_s) - set(learned) - {h.name for h in hybrids}
+    if unknown:
+        raise ValueError(
+            f"{owner}: upfront_cost_s names {sorted(unknown)} are neither learned nor hybrid"
+        )
     state_ndim = len(fine_solver.state_shape)
     for h in hybrids:
+        if h.kind not in ("hybrid", "learned"):
+            raise ValueError(f"{owner}: precomputed {h.name!r} has kind {h.kind!r}")
         shape = np.shape(h.trajectory)
         if len(shape) != state_ndim + 2 or shape[:3] != (batch, num_leads + 1, x0.shape[1]):
             raise ValueError(
@@ -1254,6 +1283,13 @@ def run_front(
     if enstrophy_fn is None:
         enstrophy_fn = partial(half_mean_square, state_ndim=state_ndim)
     band = resolved_band(grid_c, solver_c.grid.domain_length)
+    if band.size == 0:
+        raise ValueError(f"{owner}: the comparison grid {grid_c} resolves no spectrum shell")
+    if reference_spectrum is not None and np.shape(reference_spectrum)[-1] <= band[-1]:
+        raise ValueError(
+            f"{owner}: reference_spectrum has {np.shape(reference_spectrum)[-1]} shells, the "
+            f"resolved band of the comparison grid {grid_c} reaches shell {band[-1]}"
+        )
     dt = float(fine_solver.dt)
     lead_times = np.arange(num_leads + 1) * dt
 
@@ -1299,8 +1335,6 @@ def run_front(
     finally:
         bar.close()
     for h in hybrids:
-        if h.kind not in ("hybrid", "learned"):
-            raise ValueError(f"{owner}: precomputed {h.name!r} has kind {h.kind!r}")
         runs.append(
             {
                 "kind": h.kind,

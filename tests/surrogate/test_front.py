@@ -235,6 +235,17 @@ def test_run_stepper_and_long_run_chunks_on_an_exact_stepper(tiny_fine):
     np.testing.assert_allclose(long.frames, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_a_rollout_is_compiled_once_for_steppers_differing_in_values(tiny_fine):
+    fine, _ = tiny_fine
+    solver = at_resolution(fine, 16)
+    x = jnp.ones((2, 1, 16, 16), jnp.float32)
+    p1, c1 = fr.compile_rollout(Scale(solver, 0.5), x, 2)
+    p2, c2 = fr.compile_rollout(Scale(solver, 0.25), x, 2)
+    assert p1 is p2 and c1 == c2
+    # The factor is an argument of the program, not a constant folded into it.
+    np.testing.assert_array_equal(np.asarray(p2(Scale(solver, 0.25), x))[:, 2], 0.0625)
+
+
 # The reference's own grid as a ladder rung runs the same program on the same states: equal
 # to round-off (float32 FFTs, compiled separately).
 ROUND_OFF = 1e-5
@@ -317,8 +328,15 @@ def test_tiny_front_end_to_end_and_front_json_round_trip(tiny_fine, tmp_path):
     assert png.stat().st_size > 0
 
 
-def test_run_front_refuses_a_stepper_with_another_dt(tiny_fine):
+def test_run_front_refuses_bad_inputs_before_running_anything(tiny_fine):
     fine, x0 = tiny_fine
     other = at_resolution(NavierStokes2D(**{**fine.config(), "dt": 0.25}), 16)
     with pytest.raises(ValueError, match="dt 0.25"):
         fr.run_front(fine, [16], {"x": other}, x0, 2, 1, np.ones(8), progress=False)
+    # The 16^2 band reaches shell 4: a reference spectrum needs at least 5 shells.
+    with pytest.raises(ValueError, match="reaches shell 4"):
+        fr.run_front(fine, [16], {}, x0, 2, 1, np.ones(4), progress=False)
+    with pytest.raises(ValueError, match="lead must be"):
+        fr.run_front(fine, [16], {}, x0, 2, 3, np.ones(8), progress=False)
+    with pytest.raises(ValueError, match="neither learned nor hybrid"):
+        fr.run_front(fine, [16], {}, x0, 2, 1, np.ones(8), {"y": 1.0}, progress=False)
