@@ -57,10 +57,6 @@ PathLike = str | os.PathLike
 #: Kochkov et al. (2021): the time until the vorticity correlation drops below this.
 CORRELATION_THRESHOLD = 0.95
 
-# Errors of exactly zero (the reference against itself) are floored here before taking
-# logarithms in the matched-error interpolation.
-_TINY_ERROR = float(np.finfo(np.float64).tiny)
-
 
 # ---- the solver ladder -------------------------------------------------------------------
 def solver_ladder(fine_solver: Any, grids: Sequence[int | Sequence[int]]) -> list[Any]:
@@ -660,8 +656,10 @@ def speedup_at_matched_error(
     stepper's error is the matched solver cost, divided by the stepper's cost. There is no
     extrapolation: a stepper more accurate than the best rung is compared with that rung
     (``bound="lower"``: the true speed-up is at least this), one less accurate than the
-    cheapest rung with the cheapest rung (``bound="upper"``: at most this). Errors of
-    exactly zero are floored at the smallest normal float64 before the logarithm.
+    cheapest rung with the cheapest rung (``bound="upper"``: at most this). A rung of
+    exactly zero error (the reference's own grid on the ladder) is not interpolated
+    towards: between it and the next cheaper rung the result is that cheaper rung's cost
+    with ``bound="lower"``.
 
     Args:
         ladder_cost: ``(N,)`` cost per rung (seconds per trajectory per time unit).
@@ -723,8 +721,20 @@ def speedup_at_matched_error(
     if fe[k] == error or k == len(front) - 1:
         matched = float(fc[k])
         lo = hi = names[front[k]]
+    elif fe[k + 1] == 0:
+        # No log-interpolation towards an exact rung (the reference's own grid): the
+        # matched cost lies between the two, so the cheaper one gives a lower bound.
+        return MatchedSpeedup(
+            fc[k] / cost,
+            float(fc[k]),
+            bound="lower",
+            cheaper_rung=names[front[k]],
+            costlier_rung=names[front[k + 1]],
+            note=f"rung {names[front[k + 1]]} has zero error: compared with {names[front[k]]}",
+            **base,
+        )
     else:
-        le = np.log(np.maximum([fe[k], fe[k + 1], error], _TINY_ERROR))
+        le = np.log([fe[k], fe[k + 1], error])
         w = (le[2] - le[0]) / (le[1] - le[0])
         matched = float(np.exp((1 - w) * np.log(fc[k]) + w * np.log(fc[k + 1])))
         lo, hi = names[front[k]], names[front[k + 1]]

@@ -105,6 +105,16 @@ def test_matched_error_outside_the_front_is_a_bound_not_an_extrapolation():
     assert worse.costlier_rung == "a" and worse.cheaper_rung is None
 
 
+def test_matched_error_does_not_interpolate_towards_a_zero_error_rung():
+    # The reference's own grid on the ladder: error 0 at cost 16.
+    res = fr.speedup_at_matched_error([*COSTS, 16.0], [*ERRORS, 0.0], 0.1, 0.005)
+    assert res.bound == "lower" and (res.cheaper_rung, res.costlier_rung) == ("3", "6")
+    np.testing.assert_allclose(res.speedup, 8.0 / 0.1, **EXACT)
+    res = fr.speedup_at_matched_error([*COSTS, 16.0], [*ERRORS, 0.0], 0.1, 0.0)
+    np.testing.assert_allclose(res.speedup, 16.0 / 0.1, **EXACT)
+    assert res.bound is None
+
+
 def test_matched_error_undefined_for_a_blown_up_stepper_and_refuses_an_empty_ladder():
     res = fr.speedup_at_matched_error(COSTS, ERRORS, 0.1, float("nan"))
     assert res.speedup is None and res.matched_solver_cost is None and res.note
