@@ -129,3 +129,23 @@ class Grid:
             "length_units": self.length_units,
             "long_names": list(self.long_names),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Grid:
+        """Inverse of :meth:`to_dict` (stored metadata back to a grid).
+
+        Raises:
+            ValueError: a required key (``num_points``, ``domain_length``, ``axes``) is
+                missing, naming it and the keys present.
+        """
+        missing = [k for k in ("num_points", "domain_length", "axes") if k not in d]
+        if missing:
+            raise ValueError(f"Grid.from_dict: missing {missing}; got keys {sorted(d)}")
+        names = d.get("long_names")
+        return cls(
+            tuple(d["num_points"]),
+            tuple(d["domain_length"]),
+            tuple(d["axes"]),
+            d.get("length_units", "1"),
+            tuple(names) if names else None,
+        )

@@ -148,22 +148,65 @@ def stage_train(
     progress: bool = True,
     provenance: Mapping[str, Any] | None = None,
     mesh=None,
+    resume: bool | str = True,
+    stepper: str = "forecaster",
 ):
-    """Train a forecaster on the dataset's train split; write the best one as a bundle.
+    """Train a learned stepper on the dataset's train split; write the best one as a bundle.
+
+    ``stepper`` is ``"forecaster"`` (the network alone) or ``"correction"`` (the dataset's
+    solver on the dataset's grid, at its largest stable step, plus a network correction,
+    trained through the solver: :mod:`surrogate.correction`).
 
     Returns the loaded forecaster. Skips training when the bundle exists; resumes from the
-    checkpoints in ``run_dir/train`` when a previous run was interrupted.
+    checkpoints in ``run_dir/train`` when a previous run was interrupted (``resume`` as in
+    :func:`surrogate.train.train`). Holds the run directory's lock throughout.
     """
+    from surrogate.train import run_lock
+
+    with run_lock(run_dir, enabled=is_primary()):
+        return _stage_train(
+            data_dir,
+            run_dir,
+            model_name=model_name,
+            model_kwargs=model_kwargs,
+            train_config=train_config,
+            progress=progress,
+            provenance=provenance,
+            mesh=mesh,
+            resume=resume,
+            stepper=stepper,
+        )
+
+
+STEPPERS = ("forecaster", "correction")
+
+
+def _stage_train(
+    data_dir,
+    run_dir,
+    *,
+    model_name,
+    model_kwargs,
+    train_config,
+    progress,
+    provenance,
+    mesh,
+    resume,
+    stepper="forecaster",
+):
     import datasets
-    from surrogate.bundle import load_forecaster, save_forecaster
+    from surrogate import correction
+    from surrogate.bundle import save_forecaster
     from surrogate.forecaster import ForecasterSpec
     from surrogate.train import init_forecaster, train
 
+    if stepper not in STEPPERS:
+        raise ValueError(f"stepper must be one of {STEPPERS}, got {stepper!r}")
     bundle = run_dir / "forecaster"
     info = datasets.dataset_info(data_dir)
     if (bundle / "bundle.json").exists():
         log.info("train: bundle exists (%s)", bundle)
-        return load_forecaster(bundle, dataset_info={**info, "path": str(data_dir)})
+        return correction.load_stepper(bundle, dataset_info={**info, "path": str(data_dir)})
     cfg = train_config
     loader = datasets.WindowLoader(
         data_dir,
@@ -204,7 +247,23 @@ def stage_train(
             **(provenance or {}),
         },
     )
-    forecaster = init_forecaster(spec, stats, seed=cfg.seed)
+    if stepper == "correction":
+        from solvers.grid import Grid
+        from surrogate.front_stage import fine_solver_of, stepper_solver
+
+        coarse = stepper_solver(fine_solver_of(data_dir), Grid.from_dict(info["grid"]))
+        norm = correction.correction_statistics(coarse, loader)
+        forecaster = correction.init_correction(coarse, spec, norm, seed=cfg.seed)
+        log.info(
+            "train: learned correction on %s (num_substeps=%d); correction std %s vs "
+            "one-interval change std %s",
+            "x".join(map(str, coarse.grid.num_points)),
+            coarse.num_substeps,
+            np.asarray(norm.delta_std).round(4).tolist(),
+            np.asarray(stats.delta_std).round(4).tolist(),
+        )
+    else:
+        forecaster = init_forecaster(spec, stats, seed=cfg.seed)
     t0 = time.perf_counter()
     result = train(
         forecaster,
@@ -214,11 +273,16 @@ def stage_train(
         val_loader=val_loader,
         progress=progress,
         mesh=mesh,
+        resume=resume,
     )
     log.info("train: %d steps in %.1f s", result.step, time.perf_counter() - t0)
     if is_primary():
-        save_forecaster(result.best_forecaster, bundle, overwrite=True)
+        if stepper == "correction":
+            correction.save_correction(result.best_forecaster, bundle, overwrite=True)
+        else:
+            save_forecaster(result.best_forecaster, bundle, overwrite=True)
     return result.best_forecaster
+
 
 
 def _conserved_means(info: Mapping[str, Any]) -> tuple[str, ...]:
@@ -305,13 +369,13 @@ def stage_evaluate(
 def load_trained(run_dir: Path, data_dir: Path):
     """The bundle written by :func:`stage_train`, checked against the dataset."""
     import datasets
-    from surrogate.bundle import load_forecaster
+    from surrogate.correction import load_stepper
 
     bundle = run_dir / "forecaster"
     if not (bundle / "bundle.json").exists():
         raise FileNotFoundError(f"no trained forecaster at {bundle}; run the train stage first")
     info = datasets.dataset_info(data_dir)
-    return load_forecaster(bundle, dataset_info={**info, "path": str(data_dir)})
+    return load_stepper(bundle, dataset_info={**info, "path": str(data_dir)})
 
 
 # ---- stage: hybrid ---------------------------------------------------------------------

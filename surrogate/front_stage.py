@@ -1,0 +1,227 @@
+"""Pipeline stage ``front``: the cost-accuracy front of the trained stepper, in a run directory.
+
+The learned stepper lives on the dataset's (coarse) grid; the dataset records the fine
+solver it was projected from. This stage draws fresh spun-up initial states on the fine
+grid (trajectory indices past the dataset's, so none was trained on), runs the fine
+reference, the solver ladder and the learned stepper from them
+(:func:`surrogate.front.run_front`), takes the reference long-run spectrum and enstrophy
+from the dataset's own frames (the climatology of the projected fine solution), counts
+data generation and training as the up-front cost, and writes ``front.json``,
+``front.md`` and ``figures/front.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+STAGE_TIMES = "stage_times.json"
+
+
+def fine_solver_of(data_dir: Path) -> Any:
+    """The solver recorded in a dataset's provenance (registered solvers only)."""
+    import datasets
+    import solvers
+
+    info = datasets.dataset_info(data_dir)
+    name = info.get("solver")
+    if name not in solvers.available():
+        raise ValueError(
+            f"front: dataset {data_dir} was made by solver {name!r}, which is not registered"
+        )
+    return solvers.build_solver(name, **info["solver_config"])
+
+
+def stepper_solver(solver: Any, target: Any) -> Any:
+    """``solver`` on a learned stepper's grid (itself when the grids agree).
+
+    ``target`` is a stepper or a :class:`solvers.Grid`.
+
+    A learned stepper trained on a coarse-grained dataset lives on the coarse grid; the
+    stages that compare it with "the solver" (evaluation baselines, the hybrid runner)
+    take the same solver rebuilt there at its largest stable step.
+    """
+    from solvers.resolution import at_resolution
+
+    grid = tuple(getattr(target, "grid", target).num_points)
+    if tuple(solver.grid.num_points) == grid:
+        return solver
+    return at_resolution(solver, grid)
+
+
+def fine_initial_states(
+    solver: Any, num_trajectories: int, spinup_steps: int, *, seed: int, first_index: int
+) -> np.ndarray:
+    """Spun-up states ``(B, C, *fine grid)`` from trajectory indices ``first_index + i``.
+
+    Drawn exactly like dataset trajectories (``fold_in(key(seed), index)``, then
+    ``spinup_steps`` output intervals), so they come from the same distribution; indices
+    past the dataset's keep them out of its splits.
+    """
+    from datasets.generation import simulate_batch
+
+    indices = jax.numpy.arange(first_index, first_index + num_trajectories)
+    frames, bad = simulate_batch(solver, jax.random.key(seed), indices, 1, spinup_steps)
+    if np.any(np.asarray(bad) >= 0):
+        raise RuntimeError("front: the fine solver blew up while spinning up initial states")
+    return np.asarray(frames[:, 0])
+
+
+def dataset_climatology(data_dir: Path, solver_on_grid: Any, split: str = "train") -> dict:
+    """Mean energy spectrum and mean enstrophy of a dataset split (its own grid)."""
+    import datasets
+    from surrogate.front import half_mean_square
+
+    frames = datasets.load_trajectories(data_dir, split)  # (N, T, C, *grid)
+    k, spectra = jax.jit(solver_on_grid.energy_spectrum)(jax.numpy.asarray(frames))
+    spectrum = np.asarray(spectra, np.float64).reshape(-1, np.shape(spectra)[-1]).mean(axis=0)
+    enstrophy = float(
+        np.mean(half_mean_square(np.asarray(frames), state_ndim=len(solver_on_grid.state_shape)))
+    )
+    return {"wavenumbers": np.asarray(k), "spectrum": spectrum, "enstrophy": enstrophy}
+
+
+def read_stage_times(run_dir: Path) -> dict[str, float]:
+    """Cumulative wall seconds per stage over every run in ``run_dir`` (resumes add up)."""
+    path = Path(run_dir) / STAGE_TIMES
+    if not path.exists():
+        return {}
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not a JSON object of stage seconds ({err})") from None
+
+
+def add_stage_time(run_dir: Path, stage: str, seconds: float) -> dict[str, float]:
+    """Add ``seconds`` to ``stage`` in ``run_dir/stage_times.json`` (atomic rewrite)."""
+    from surrogate.pipeline import _atomic_write_text
+
+    times = read_stage_times(run_dir)
+    times[stage] = times.get(stage, 0.0) + float(seconds)
+    _atomic_write_text(Path(run_dir) / STAGE_TIMES, json.dumps(times, indent=2))
+    return times
+
+
+def stage_front(
+    stepper: Any,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    name: str,
+    ladder: Sequence[int],
+    num_trajectories: int = 8,
+    spinup_steps: int = 20,
+    num_leads: int = 16,
+    lead: int = 1,
+    long_rollout_steps: int = 64,
+    seed: int = 0,
+    repeats: int = 3,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the front of ``stepper`` against the dataset's fine solver; write its files.
+
+    Skips when ``front.json`` is newer than the trained bundle.
+
+    Args:
+        stepper: the trained learned stepper (on the dataset's grid).
+        data_dir: the (coarse-grained) dataset; its provenance names the fine solver.
+        run_dir: the run directory (``front.json``, ``front.md``, ``figures/front.png``).
+        name: the learned stepper's label (e.g. ``"correction-fno"``).
+        ladder: grid sizes of the solver ladder (each at its largest stable step).
+        num_trajectories: batch of the timed rollouts (the same for every stepper).
+        spinup_steps: fine output intervals from a random state to each initial state.
+        num_leads: scored output intervals.
+        lead: the lead (output intervals) of the matched-error speed-up.
+        long_rollout_steps: intervals of the long runs for spectra (0: skip).
+        seed: the dataset's seed (initial states use indices past the dataset's).
+        repeats: timed runs per stepper.
+        progress: progress bar.
+
+    Returns:
+        The ``front.json`` content.
+    """
+    import datasets
+    from surrogate.front import plot_front, run_front
+
+    out = run_dir / "front.json"
+    bundle = run_dir / "forecaster" / "bundle.json"
+    if out.exists() and (not bundle.exists() or out.stat().st_mtime >= bundle.stat().st_mtime):
+        log.info("front: up to date (%s)", out)
+        return json.loads(out.read_text())
+    t0 = time.perf_counter()
+    fine = fine_solver_of(data_dir)
+    manifest = datasets.dataset_info(data_dir)
+    first = int(manifest.get("num_trajectories", 0))
+    x0 = fine_initial_states(fine, num_trajectories, spinup_steps, seed=seed, first_index=first)
+    clim = dataset_climatology(data_dir, stepper_solver(fine, stepper))
+    times = read_stage_times(run_dir)
+    upfront = times.get("generate", 0.0) + times.get("train", 0.0)
+    front = run_front(
+        fine,
+        list(ladder),
+        {name: stepper},
+        x0,
+        int(num_leads),
+        int(lead),
+        clim["spectrum"],
+        upfront_cost_s={name: upfront} if upfront > 0 else None,
+        long_rollout_steps=int(long_rollout_steps),
+        progress=progress,
+        reference_enstrophy=clim["enstrophy"],
+        repeats=int(repeats),
+    )
+    record = front.to_json_dict()
+    record["upfront_cost_note"] = (
+        "data generation + training wall seconds from stage_times.json "
+        f"({times.get('generate', 0.0):.1f} + {times.get('train', 0.0):.1f} s)"
+    )
+    record["wall_s"] = time.perf_counter() - t0
+    front.write_json(out)
+    # write_json wrote the Front; add the stage's own notes beside it.
+    data = json.loads(out.read_text())
+    data.update({k: record[k] for k in ("upfront_cost_note", "wall_s")})
+    from surrogate.pipeline import _atomic_write_text
+
+    _atomic_write_text(out, json.dumps(data, indent=2))
+    _atomic_write_text(run_dir / "front.md", front.table_markdown())
+    (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    plot_front(front, run_dir / "figures" / "front.png")
+    log.info("front: %s (%.1f s)", headline(data), record["wall_s"])
+    return data
+
+
+def headline(front: Mapping[str, Any]) -> str:
+    """One sentence: the speed-up at matched error, the lead, the error and the break-even."""
+    s = front.get("speedup_at_matched_error")
+    if s is None:
+        return f"no speed-up at matched error could be computed for {front.get('stepper')}"
+    bound = front.get("bound")
+    rel = {"lower": ">= ", "upper": "<= "}.get(bound, "")
+    be = front.get("breakeven_time_units")
+    be_txt = "never (no saving)" if be is None else f"{be:.3g} time units per trajectory"
+    return (
+        f"{front.get('stepper')}: {rel}{s:.3g}x faster than the solver ladder at matched "
+        f"error {front.get('matched_error', float('nan')):.3g} (nRMSE) at lead "
+        f"{front.get('lead')} (batch {front.get('batch_size')}); break-even after {be_txt}"
+    )
+
+
+__all__ = [
+    "add_stage_time",
+    "dataset_climatology",
+    "fine_initial_states",
+    "fine_solver_of",
+    "headline",
+    "read_stage_times",
+    "stage_front",
+    "stepper_solver",
+]
