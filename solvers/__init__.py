@@ -11,7 +11,16 @@ from solvers.grid import Grid
 from solvers.kuramoto_sivashinsky import KuramotoSivashinsky
 from solvers.lorenz96 import Lorenz96
 from solvers.navier_stokes import NavierStokes2D
-from solvers.registry import available, build_solver, get_solver_class, register
+from solvers.registry import (
+    UntrustedCodeError,
+    available,
+    build_solver,
+    get_solver_class,
+    register,
+    resolve_trusted,
+    trust_module,
+    trusted_modules,
+)
 from solvers.rollout import NonFiniteError, check_finite, first_nonfinite_frame, rollout
 from solvers.shallow_water import ShallowWater2D
 
@@ -32,12 +41,16 @@ __all__ = [
     "NonFiniteError",
     "ShallowWater2D",
     "Solver",
+    "UntrustedCodeError",
     "available",
     "build_solver",
     "check_finite",
     "first_nonfinite_frame",
     "get_solver_class",
     "register",
+    "resolve_trusted",
     "rollout",
+    "trust_module",
+    "trusted_modules",
 ]
 __version__ = "0.1.0"
