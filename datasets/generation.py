@@ -164,22 +164,81 @@ def solver_class_path(solver: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def rebuild_solver(manifest: Mapping[str, Any]) -> Any:
+def _warn_if_not_rebuildable(solver: Any, out: pathlib.Path) -> None:
+    """Warn, at generation time, when validation elsewhere will not rebuild this solver.
+
+    Validation rebuilds unregistered solvers from ``solver_class`` only inside trusted
+    modules (:func:`solvers.trust_module`), and no other process can import a class
+    defined in a script (``__main__``).
+    """
+    import solvers
+    from solvers.registry import is_trusted_module
+
+    cls, name = type(solver), getattr(solver, "name", None)
+    path = solver_class_path(solver)
+    if cls.__module__ in ("__main__", "__mp_main__"):
+        log.warning(
+            "%s: solver class %s is defined in a script (module __main__): the dataset "
+            "cannot be re-validated in another process (python -m datasets.validate, "
+            "hs-validate); move the class into an importable module and trust it with "
+            "solvers.trust_module, or register it with solvers.register",
+            out,
+            path,
+        )
+    elif name in solvers.available() and solvers.get_solver_class(name) is cls:
+        return
+    elif not is_trusted_module(cls.__module__):
+        log.warning(
+            "%s: solver class %s is not in a trusted module: validation will refuse to "
+            "rebuild it unless solvers.trust_module(%r) (or solvers.register) is called "
+            "first in the validating process",
+            out,
+            path,
+            cls.__module__.split(".")[0],
+        )
+
+
+def rebuild_solver(manifest: Mapping[str, Any], source: str | os.PathLike | None = None) -> Any:
     """Build the solver recorded in a manifest: the registry first, else its class path.
 
+    A manifest is data that may come from someone else, so ``solver_class`` is imported
+    only from trusted code (:func:`solvers.resolve_trusted`: the project's packages,
+    modules trusted with :func:`solvers.trust_module`, registered classes), and must be a
+    :class:`solvers.Solver` subclass unless it lives in a user-trusted module.
+
+    Args:
+        manifest: the parsed ``manifest.json``.
+        source: the manifest file, for messages (default ``"manifest.json"``).
+
     Raises:
+        solvers.UntrustedCodeError: ``solver_class`` names code outside the trusted
+            modules; the message names the file, the key and the value, and nothing
+            was imported.
         KeyError / TypeError / ValueError: from :func:`solvers.build_solver` when the name
             is registered but the stored config is not accepted.
     """
     import solvers
+    from solvers.base import Solver
+    from solvers.registry import UntrustedCodeError, is_project_module, resolve_trusted
 
     name, config = manifest["solver"], dict(manifest["solver_config"])
     if name in solvers.available():
         return solvers.build_solver(name, **config)
-    return _import_class(manifest["solver_class"])(**config)
+    where = f"{source or MANIFEST_NAME}: key 'solver_class'"
+    path = manifest.get("solver_class")
+    cls = resolve_trusted(path, where=where)  # type: ignore[arg-type]
+    if not isinstance(cls, type) or (
+        is_project_module(cls.__module__) and not issubclass(cls, Solver)
+    ):
+        raise UntrustedCodeError(f"{where} = {path!r} is not a solver class")
+    return cls(**config)
 
 
 def _import_class(path: str) -> type:
+    """The class ``"module:QualName"`` of a live solver (spawned workers only).
+
+    Never call this on a path read from a file: see :func:`rebuild_solver`.
+    """
     module, _, qualname = path.partition(":")
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
@@ -986,6 +1045,7 @@ def _prepare(
                 manifest["complete"] = False
         manifest["shards"] = kept
         return manifest
+    _warn_if_not_rebuildable(solver, out)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -1085,7 +1145,7 @@ def _run_workers(out, manifest, solver, pending, batch_size, workers, recorder) 
         ctx.Process(
             target=_worker_main,
             args=(
-                manifest["solver_class"],
+                solver_class_path(solver),  # the live class, never the stored text
                 solver.config(),
                 manifest["spec"],
                 manifest["layout"],

@@ -82,7 +82,40 @@ def read_manifest(path: str | pathlib.Path) -> dict[str, Any]:
     ]
     if missing:
         raise ManifestError(f"{file} lacks key(s) {missing}")
+    check_shard_files(manifest["shards"], file)
     return manifest
+
+
+def check_shard_files(shards: Any, file: str | pathlib.Path = MANIFEST_NAME) -> None:
+    """Refuse shard records whose ``file`` could lead outside the dataset directory.
+
+    A manifest may come from someone else; readers join ``file`` to the dataset
+    directory, so it must be a plain file name there: not absolute, no ``..``, no
+    sub-directory.
+
+    Args:
+        shards: the manifest's ``shards`` list.
+        file: the manifest file, for messages.
+
+    Raises:
+        ManifestError: naming the file and the entry.
+    """
+    if not isinstance(shards, list):
+        raise ManifestError(f"{file}: key 'shards' must be a list, got {type(shards).__name__}")
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, Mapping):
+            raise ManifestError(f"{file}: shards[{i}] must be an object, got {shard!r}")
+        name = shard.get("file")
+        if (
+            not isinstance(name, str)
+            or name in ("", ".", "..")
+            or any(c in name for c in "/\\\0")
+            or pathlib.PureWindowsPath(name).drive
+        ):
+            raise ManifestError(
+                f"{file}: shards[{i}].file = {name!r} is not a file name inside the dataset "
+                "directory (absolute paths, '..' and sub-directories are refused)"
+            )
 
 
 def check_splits(splits: Mapping[str, float]) -> dict[str, float]:

@@ -278,7 +278,7 @@ def _rebuild(chk: _Checker, manifest: Mapping[str, Any]):
 
     try:
         with precision_scope(manifest["layout"]["precision"]):
-            solver = rebuild_solver(manifest)
+            solver = rebuild_solver(manifest, chk.directory / MANIFEST_NAME)
     except Exception as e:  # noqa: BLE001 - reported, whatever the solver raises
         chk.error(
             "accuracy",
