@@ -20,13 +20,18 @@ steps and k steps + kill + resume to N give bitwise-identical parameters and los
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import errno
+import fcntl
 import json
+import logging
 import math
 import os
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,9 +43,11 @@ import optax
 from flax import nnx
 
 from surrogate import distributed
-from surrogate.forecaster import Forecaster
+from surrogate.bundle import checksum_problems, file_checksums, shape_problems
+from surrogate.forecaster import Forecaster, ForecasterSpec
 
 Array = jax.Array
+log = logging.getLogger("surrogate.train")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -311,22 +318,113 @@ def make_validation(forecaster: Forecaster, rollout_steps: int):
     return evaluate
 
 
-# ---- checkpoints ---------------------------------------------------------------------
-class _Checkpoints:
-    """Orbax manager of the last checkpoints, plus the best one, under ``run_dir``."""
+# ---- the run directory lock -----------------------------------------------------------
+class RunLockedError(RuntimeError):
+    """Another process holds the lock of a run directory."""
 
-    def __init__(self, run_dir: Path, keep: int) -> None:
+
+LOCK_NAME = ".lock"
+_held_locks: dict[Path, int] = {}  # run directories this process holds, with depth
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, *, enabled: bool = True) -> Iterator[Path]:
+    """Hold an exclusive, non-blocking ``flock`` on ``run_dir/.lock`` for the block.
+
+    The lock file records the holder's pid for the message of the process refused. The
+    kernel drops the lock when its holder dies, so the lock file of a killed run is taken
+    over, never stale. Re-entrant within a process (a pipeline holding its run directory
+    may call stages that take the same lock).
+
+    Args:
+        run_dir: the directory to lock (created if needed).
+        enabled: ``False`` makes this a no-op (processes other than 0 of a job, which
+            share process 0's run directory).
+
+    Raises:
+        RunLockedError: another process holds the lock; names the directory and the pid.
+    """
+    run_dir = Path(run_dir).absolute()
+    if not enabled:
+        yield run_dir / LOCK_NAME
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = run_dir.resolve()
+    path = run_dir / LOCK_NAME
+    if key in _held_locks:
+        _held_locks[key] += 1
+        try:
+            yield path
+        finally:
+            _held_locks[key] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = path.read_text().strip() or "unknown"
+            raise RunLockedError(
+                f"run directory {run_dir} is in use by process {holder} (lock {path} is "
+                "held); wait for that run to finish or use another run directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held_locks[key] = 1
+        try:
+            yield path
+        finally:
+            del _held_locks[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# ---- checkpoints ---------------------------------------------------------------------
+class CheckpointCorruptedError(RuntimeError):
+    """No checkpoint of a run directory passes its checksum and metadata checks."""
+
+
+class _Checkpoints:
+    """Orbax managers of the last checkpoints and of the best ones, under ``run_dir``.
+
+    Every step directory gets a sidecar ``sha256.json`` (the sha256 of each of its files),
+    written once orbax has committed the step; restoring verifies it. A step without a
+    sidecar (older runs, or a crash between the commit and the sidecar) is restored
+    unverified, with a warning: orbax's commit is atomic, so it is complete.
+
+    ``best/`` keeps, besides newer ones, the newest best step at or before the oldest
+    retained last checkpoint, so whichever last checkpoint a run resumes from, the best
+    model as of that step is still there (orbax's own ``max_to_keep`` would delete it).
+    """
+
+    SIDECAR = "sha256.json"
+
+    def __init__(self, run_dir: Path, keep: int, *, primary: bool = True) -> None:
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
-        opts = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=False, create=True
-        )
-        self.last = ocp.CheckpointManager(run_dir / "checkpoints", options=opts)
-        best_opts = ocp.CheckpointManagerOptions(
-            max_to_keep=1, enable_async_checkpointing=False, create=True
-        )
-        self.best = ocp.CheckpointManager(run_dir / "best", options=best_opts)
+        self.run_dir = run_dir
+        self.primary = primary
+        self._unverified: set[Path] = set()  # warned about once
+
+        def manager(name: str, keep: int | None):
+            opts = ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                enable_async_checkpointing=False,
+                create=True,
+                cleanup_tmp_directories=True,
+            )
+            handlers = {
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            }
+            return ocp.CheckpointManager(run_dir / name, options=opts, item_handlers=handlers)
+
+        self.last = manager("checkpoints", keep)
+        self.best = manager("best", None)  # pruned by prune_best
 
     @staticmethod
     def _tree(params, opt_state) -> dict:
@@ -336,38 +434,170 @@ class _Checkpoints:
             "opt_state": {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)},
         }
 
+    @staticmethod
+    def step_dir(manager, step: int) -> Path:
+        return Path(manager.directory) / str(step)
+
     def save(self, manager, step: int, params, opt_state, meta: dict) -> None:
+        self._commit(manager, step, self._tree(params, opt_state), meta)
+        if self.primary:
+            self._write_sidecar(manager, step)
+
+    def _commit(self, manager, step: int, tree: dict, meta: dict) -> None:
         ocp = self._ocp
         manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(self._tree(params, opt_state)),
-                meta=ocp.args.JsonSave(meta),
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)
             ),
             force=True,
         )
         manager.wait_until_finished()
 
-    def restore(self, manager, params, opt_state, step: int | None = None):
-        """Restore into the structures of ``params``/``opt_state``; returns (params, opt, meta)."""
+    def _write_sidecar(self, manager, step: int) -> None:
+        d = self.step_dir(manager, step)
+        record = {"sha256": file_checksums(d, exclude=(self.SIDECAR,))}
+        tmp = d / f".{self.SIDECAR}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / self.SIDECAR)
+
+    def problems(self, manager, step: int) -> list[str]:
+        """What is wrong with a step's files (empty: intact, or unverifiable)."""
+        d = self.step_dir(manager, step)
+        sidecar = d / self.SIDECAR
+        if not sidecar.is_file():
+            if d in self._unverified:
+                return []
+            self._unverified.add(d)
+            log.warning(
+                "checkpoint %s has no checksum record %s (written before checksums were "
+                "recorded, or interrupted just after orbax committed it): restoring it "
+                "unverified",
+                d,
+                self.SIDECAR,
+            )
+            return []
+        try:
+            recorded = json.loads(sidecar.read_text())["sha256"]
+            return checksum_problems(d, dict(recorded))
+        except (ValueError, KeyError, TypeError) as e:
+            return [f"{sidecar}: unreadable checksum record ({type(e).__name__}: {e})"]
+
+    def read_meta(self, manager, step: int) -> dict:
+        """The step's JSON metadata.
+
+        Raises:
+            ValueError: the metadata file is not valid JSON (naming the file).
+        """
+        try:
+            out = manager.restore(
+                step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
+            )
+        except json.JSONDecodeError as e:
+            meta_dir = self.step_dir(manager, step) / "meta"
+            files = sorted(p for p in meta_dir.glob("*") if p.is_file() and "commit" not in p.name)
+            where = files[0] if len(files) == 1 else meta_dir
+            raise ValueError(f"{where}: invalid checkpoint metadata JSON ({e})") from None
+        return dict(out["meta"])
+
+    def check(self, manager, step: int) -> tuple[dict | None, str]:
+        """``(meta, "")`` for a usable step, ``(None, what is wrong)`` otherwise."""
+        problems = self.problems(manager, step)
+        if problems:
+            return None, "; ".join(problems)
+        try:
+            return self.read_meta(manager, step), ""
+        except ValueError as e:
+            return None, str(e)
+
+    def latest_good(self, manager) -> tuple[int | None, dict | None, list[tuple[int, str]]]:
+        """Newest usable step with its metadata, and the newer unusable ones with why."""
+        bad = []
+        for step in sorted(manager.all_steps(), reverse=True):
+            meta, problem = self.check(manager, step)
+            if meta is not None:
+                return step, meta, bad
+            bad.append((step, problem))
+        return None, None, bad
+
+    def set_aside(self, manager, step: int) -> Path:
+        """Move a corrupted step out of its manager into ``run_dir/corrupted/`` (kept for
+        inspection; a resumed run will write that step again)."""
+        src = self.step_dir(manager, step)
+        dest = self.run_dir / "corrupted" / f"{Path(manager.directory).name}-{step}"
+        n = 1
+        while dest.exists():
+            dest = dest.with_name(f"{Path(manager.directory).name}-{step}.{n}")
+            n += 1
+        if self.primary:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(src, dest)
+        return dest
+
+    def discard(self, manager, step: int) -> None:
+        """Delete a step at resume (process 0; call :meth:`reload` after a barrier)."""
+        if self.primary:
+            shutil.rmtree(self.step_dir(manager, step))
+
+    def reload(self) -> None:
+        self.last.reload()
+        self.best.reload()
+
+    def prune_best(self) -> None:
+        """Delete best steps no retained last checkpoint can resume to (see class doc)."""
+        floor = min(self.last.all_steps(), default=None)
+        if floor is None:
+            return
+        steps = sorted(self.best.all_steps())
+        keep_from = max((s for s in steps if s <= floor), default=None)
+        for s in steps:
+            if keep_from is not None and s < keep_from:
+                self._delete(self.best, s)
+
+    def _delete(self, manager, step: int) -> None:
+        manager.delete(step)
+
+    def restore(self, manager, step: int, params, opt_state):
+        """Restore step ``step`` into the structures of ``params``/``opt_state``.
+
+        Returns:
+            ``(params, opt_state)``.
+
+        Raises:
+            CheckpointCorruptedError: the step fails its checksums.
+            ValueError: the stored arrays do not have the shapes of ``params`` and
+                ``opt_state`` (each path named with both shapes).
+        """
         ocp = self._ocp
-        step = manager.latest_step() if step is None else step
+        problems = self.problems(manager, step)
+        if problems:
+            raise CheckpointCorruptedError(
+                f"checkpoint {self.step_dir(manager, step)} is corrupted: " + "; ".join(problems)
+            )
         abstract = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
             self._tree(params, opt_state),
         )
+        # orbax restores the stored shapes whatever the target says: compare first
+        stored = manager.item_metadata(step)["state"].tree
+        problems = shape_problems(abstract, stored)
+        if problems:
+            raise ValueError(
+                f"train: checkpoint {self.step_dir(manager, step)} does not fit the forecaster "
+                "being trained: " + "; ".join(problems)
+            )
         out = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-            ),
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
         )
         state = out["state"]
         new_params = jax.tree.map(lambda x: x, params)
         nnx.replace_by_pure_dict(new_params, jax.tree.map(jnp.asarray, state["params"]))
         treedef = jax.tree.structure(opt_state)
         leaves = [jnp.asarray(state["opt_state"][k]) for k in sorted(state["opt_state"])]
-        return new_params, jax.tree.unflatten(treedef, leaves), out["meta"]
+        return new_params, jax.tree.unflatten(treedef, leaves)
 
     def close(self) -> None:
         self.last.close()
@@ -455,7 +685,19 @@ def _tensorboard_writer(run_dir: Path):
 # ---- the loop ------------------------------------------------------------------------
 @dataclasses.dataclass
 class TrainResult:
-    """What :func:`train` returns."""
+    """What :func:`train` returns.
+
+    Attributes:
+        forecaster: the final parameters (step ``step``).
+        best_forecaster: the parameters of the best validation (the final ones without
+            validation); this is the model to ship.
+        metrics: the metric records of the whole run.
+        step: the last step trained.
+        best_val: the best validation error (``inf`` without validation).
+        run_dir: the run directory.
+        best_step: the step whose parameters ``best_forecaster`` holds.
+        config_changes: settings changed by forced resumes, ``[{"step", "changes"}]``.
+    """
 
     forecaster: Forecaster
     best_forecaster: Forecaster
@@ -463,6 +705,12 @@ class TrainResult:
     step: int
     best_val: float
     run_dir: Path
+    best_step: int = 0
+    config_changes: list[dict] = dataclasses.field(default_factory=list)
+
+
+# Settings that change no result: a resume may change them freely.
+_RESUME_FREE_KEYS = frozenset({"keep_checkpoints"})
 
 
 def train(
@@ -472,13 +720,17 @@ def train(
     run_dir: str | os.PathLike,
     *,
     val_loader=None,
-    resume: bool = True,
+    resume: bool | str = True,
     progress: bool = True,
     stop_at: int | None = None,
     on_step: Callable[[int], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> TrainResult:
     """Train ``forecaster`` on batches from ``loader``; checkpoint and resume in ``run_dir``.
+
+    Validation runs every ``cfg.validate_every`` steps and at step ``cfg.num_steps``, so
+    the final parameters can be the shipped best ones. A resume is bitwise identical to a
+    straight run whatever the point at which the previous run was killed.
 
     Args:
         forecaster: initial forecaster (its parameters are the starting point unless a
@@ -488,10 +740,16 @@ def train(
             loader that also has ``window_indices(step)`` and ``batch(step, part=(i, p))``
             (:class:`datasets.WindowLoader`) reads only this process's rows.
         cfg: hyper-parameters.
-        run_dir: directory for checkpoints (``checkpoints/``, ``best/``) and metrics.
+        run_dir: directory for checkpoints (``checkpoints/``, ``best/``), metrics,
+            ``train_config.json`` and ``training.json`` (resumes, changes, best step).
+            Locked while training (:func:`run_lock`).
         val_loader: like ``loader`` with ``K >= cfg.val_rollout_steps`` (optional).
-        resume: continue from the latest checkpoint in ``run_dir`` when there is one;
-            ``False`` refuses a ``run_dir`` that already holds checkpoints.
+        resume: ``True``: continue from the newest intact checkpoint in ``run_dir`` when
+            there is one (a corrupted one is set aside with a logged warning), refusing a
+            configuration or forecaster different from the checkpoint's; ``"force"``:
+            continue with the new settings anyway, recording the change in
+            ``training.json``, in the checkpoints and in the forecasters' provenance;
+            ``False``: refuse a ``run_dir`` that already holds checkpoints.
         progress: show a progress bar.
         stop_at: stop (after checkpointing) at this step, as if killed (for tests and
             time-limited jobs).
@@ -511,31 +769,109 @@ def train(
     Raises:
         TrainingDivergedError: a non-finite loss; the last good checkpoint is kept.
         FileExistsError: ``resume=False`` and ``run_dir`` already holds checkpoints.
+        RunLockedError: another process is training in ``run_dir``.
+        ValueError: resuming with another configuration or forecaster (naming the
+            checkpoint and each changed key) without ``resume="force"``, or a checkpoint
+            whose arrays do not fit the forecaster.
+        CheckpointCorruptedError: no checkpoint in ``run_dir`` is intact.
     """
+    if resume not in (True, False, "force"):
+        raise ValueError(f"train: resume must be True, False or 'force', got {resume!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    optimizer, schedule = make_optimizer(cfg)
-    # Copy: the train step donates its parameter buffers, the caller keeps theirs.
-    params = jax.tree.map(jnp.copy, forecaster.params)
-    opt_state = optimizer.init(params)
-    ckpts = _Checkpoints(run_dir, cfg.keep_checkpoints)
-    start = 0
-    best_val = math.inf
+    primary = jax.process_index() == 0
+    with run_lock(run_dir, enabled=primary):
+        ckpts = _Checkpoints(run_dir, cfg.keep_checkpoints, primary=primary)
+        try:
+            return _train(
+                forecaster,
+                loader,
+                cfg,
+                run_dir,
+                ckpts,
+                val_loader=val_loader,
+                resume=resume,
+                progress=progress,
+                stop_at=stop_at,
+                on_step=on_step,
+                mesh=mesh,
+                primary=primary,
+            )
+        finally:
+            ckpts.close()
+
+
+def _train(
+    forecaster: Forecaster,
+    loader,
+    cfg: TrainConfig,
+    run_dir: Path,
+    ckpts: _Checkpoints,
+    *,
+    val_loader,
+    resume: bool | str,
+    progress: bool,
+    stop_at: int | None,
+    on_step: Callable[[int], None] | None,
+    mesh: jax.sharding.Mesh | None,
+    primary: bool,
+) -> TrainResult:
+    """:func:`train` inside the run directory's lock."""
+    _warn_unreached_schedule(cfg)
+    config_record = _json_value(cfg.to_dict())
+    spec_record = _spec_record(forecaster.spec)
+    start, best_val, best_step, changes = 0, math.inf, None, []
     if not resume and ckpts.last.latest_step() is not None:
         raise FileExistsError(
             f"train: {run_dir} holds checkpoints up to step {ckpts.last.latest_step()}; "
             "pass resume=True to continue that run, or use a new run_dir"
         )
-    if resume and ckpts.last.latest_step() is not None:
-        params, opt_state, meta = ckpts.restore(ckpts.last, params, opt_state)
-        start = int(meta["step"])
+    resumed, meta = _resumable_step(ckpts)
+    if resumed is not None:
+        changes = list(meta.get("config_changes", []))
+        changed = _changed_settings(meta, config_record, spec_record, run_dir)
+        if changed and resume != "force":
+            where = ckpts.step_dir(ckpts.last, resumed)
+            listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ValueError(
+                f"train: checkpoint {where} (step {resumed}) was written with other settings: "
+                f"{listed}. Resume with the original settings, use a new run directory, or "
+                "pass resume='force' to continue with the new ones (the change is recorded)"
+            )
+        if changed:
+            log.warning(
+                "train: resuming step %d with changed settings (forced): %s", resumed, changed
+            )
+            changes.append({"step": resumed, "changes": changed})
+        start = resumed
         best_val = float(meta.get("best_val", math.inf))
+        best_step = meta.get("best_step")
+        if best_step is None and "best_step" not in meta and math.isfinite(best_val):
+            # written before best_step was recorded: the newest best at or before `step`
+            best_step = max((s for s in ckpts.best.all_steps() if s <= start), default=None)
+    best_val, best_step = _settle_best(ckpts, start, best_val, best_step)
+    optimizer, schedule = make_optimizer(cfg)
+    # Copy: the train step donates its parameter buffers, the caller keeps theirs.
+    params = jax.tree.map(jnp.copy, forecaster.params)
+    opt_state = optimizer.init(params)
+    if resumed is not None:
+        params, opt_state = ckpts.restore(ckpts.last, start, params, opt_state)
     if mesh is not None:
         params, opt_state = distributed.replicate((params, opt_state), mesh)
-    primary = jax.process_index() == 0
-    log = MetricsLog(run_dir, start if start > 0 else None, write=primary)
+    log_ = MetricsLog(run_dir, start if start > 0 else None, write=primary)
     if primary:
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        _write_training_record(run_dir, cfg, start, None, best_step, best_val, changes)
+
+    def meta_at(done: int) -> dict:
+        return {
+            "step": done,
+            "best_val": best_val,
+            "best_step": best_step,
+            "config": config_record,
+            "spec": spec_record,
+            "config_changes": changes,
+        }
 
     steps_cache: dict[int, Any] = {}
     validate = (
@@ -587,7 +923,12 @@ def train(
                 sps = n_last / max(now - t_last, 1e-9)
                 t_last, n_last = now, 0
                 val = None
-                if validate is not None and cfg.validate_every and done % cfg.validate_every == 0:
+                # also at the last step, so the final parameters can be the best ones
+                if (
+                    validate is not None
+                    and cfg.validate_every
+                    and (done % cfg.validate_every == 0 or done == cfg.num_steps)
+                ):
                     val = _run_validation(validate, params, val_loader, cfg, mesh)
                 for (s, _, _), lo, gn in zip(pending, losses, gnorms, strict=True):
                     if (s + 1) % cfg.log_every == 0 or s + 1 == end:
@@ -601,22 +942,19 @@ def train(
                             "samples_per_s": sps,
                             "wall_s": now,
                         }
-                        log.append(rec)
+                        log_.append(rec)
                 pending.clear()
                 if bar is not None:
                     bar.update(done - bar.n)
                     bar.set_postfix(loss=f"{losses[-1]:.3e}", k=k, samples_s=f"{sps:.0f}")
                 if val is not None and val < best_val:
-                    best_val = val
+                    best_val, best_step = val, done
                     _check_params_finite(params, done)
-                    ckpts.save(
-                        ckpts.best, done, params, opt_state, {"step": done, "best_val": best_val}
-                    )
+                    ckpts.save(ckpts.best, done, params, opt_state, meta_at(done))
                 if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == end:
                     _check_params_finite(params, done)
-                    ckpts.save(
-                        ckpts.last, done, params, opt_state, {"step": done, "best_val": best_val}
-                    )
+                    ckpts.save(ckpts.last, done, params, opt_state, meta_at(done))
+                    ckpts.prune_best()
                 if on_step is not None:
                     on_step(done)
     finally:
@@ -624,13 +962,178 @@ def train(
             bar.close()
     final = forecaster.replace(params=params)
     best = final
-    if ckpts.best.latest_step() is not None:
-        bp, _, _ = ckpts.restore(ckpts.best, params, opt_state)
+    if best_step is not None:
+        bp, _ = ckpts.restore(ckpts.best, best_step, params, opt_state)
         if mesh is not None:
             bp = distributed.replicate(bp, mesh)
         best = forecaster.replace(params=bp)
-    ckpts.close()
-    return TrainResult(final, best, log.records, end, best_val, run_dir)
+    shipped = end if best_step is None else best_step
+    if primary:
+        _write_training_record(run_dir, cfg, start, end, shipped, best_val, changes)
+    record = _training_record(cfg, end, shipped, best_val, changes)
+    return TrainResult(
+        _with_training_provenance(final, record, params_step=end),
+        _with_training_provenance(best, record, params_step=shipped),
+        log_.records,
+        end,
+        best_val,
+        run_dir,
+        best_step=shipped,
+        config_changes=changes,
+    )
+
+
+def _resumable_step(ckpts: _Checkpoints) -> tuple[int | None, dict]:
+    """The newest intact last checkpoint and its metadata; sets corrupted newer ones aside.
+
+    Raises:
+        CheckpointCorruptedError: there are checkpoints and none is intact (nothing is
+            moved, so every rerun says so until the run directory is dealt with).
+    """
+    step, meta, bad = ckpts.latest_good(ckpts.last)
+    if step is None and bad:
+        raise CheckpointCorruptedError(
+            f"train: no intact checkpoint in {ckpts.last.directory}: "
+            + "; ".join(f"step {s}: {why}" for s, why in bad)
+            + ". Start again in a new run directory (or delete these checkpoints)"
+        )
+    distributed.barrier("train:checkpoints-checked")
+    for s, why in bad:
+        dest = ckpts.set_aside(ckpts.last, s)
+        log.warning(
+            "train: checkpoint %s is corrupted (%s); moved to %s, resuming from step %d",
+            ckpts.step_dir(ckpts.last, s),
+            why,
+            dest,
+            step,
+        )
+    return step, meta or {}
+
+
+def _settle_best(
+    ckpts: _Checkpoints, start: int, best_val: float, best_step: int | None
+) -> tuple[float, int | None]:
+    """Make ``best/`` agree with a run resumed at ``start``.
+
+    Best checkpoints after ``start`` belong to the lost part of the run (a crash after a
+    "best" save and before the next "last" one); the resumed run writes them again. The
+    best checkpoint the resumed state refers to is verified; if it is gone or corrupted the
+    best so far is forgotten (logged), and the next validation sets a new one.
+    """
+    problem = ""
+    if best_step is not None:
+        if best_step not in ckpts.best.all_steps():
+            problem = "missing"
+        else:
+            _, problem = ckpts.check(ckpts.best, best_step)
+    distributed.barrier("train:best-checked")
+    for s in ckpts.best.all_steps():
+        if s > start:
+            ckpts.discard(ckpts.best, s)
+    if problem:
+        where = ckpts.step_dir(ckpts.best, best_step)
+        if problem != "missing":
+            where = ckpts.set_aside(ckpts.best, best_step)
+        log.warning(
+            "train: the best checkpoint of step %d is unusable (%s; see %s): the best model "
+            "so far is forgotten, the next validation sets a new one",
+            best_step,
+            problem,
+            where,
+        )
+        best_val, best_step = math.inf, None
+    distributed.barrier("train:best-settled")
+    ckpts.reload()
+    ckpts.prune_best()  # what a crash kept from the pruning after the last save
+    return best_val, best_step
+
+
+def _spec_record(spec: ForecasterSpec) -> dict[str, Any]:
+    """What a checkpoint must share with the forecaster resuming it (no provenance)."""
+    d = spec.to_dict()
+    d.pop("provenance")
+    return _json_value(d)
+
+
+def _json_value(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def _changed_settings(
+    meta: Mapping[str, Any],
+    config: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    run_dir: Path,
+) -> dict[str, list]:
+    """``{key: [checkpoint's, now]}`` for each setting that differs from the checkpoint's.
+
+    Keys are dotted (``learning_rate``, ``spec.model_kwargs.width``). Checkpoints written
+    before settings were recorded in them are compared with ``train_config.json``.
+    """
+    old_config = meta.get("config")
+    if old_config is None and (run_dir / "train_config.json").is_file():
+        try:
+            old_config = json.loads((run_dir / "train_config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{run_dir / 'train_config.json'}: invalid JSON ({e})") from None
+    out = {}
+    if old_config is not None:
+        out.update(_diff(old_config, config))
+    if meta.get("spec") is not None:
+        out.update(_diff(meta["spec"], spec, "spec."))
+    return {k: v for k, v in out.items() if k not in _RESUME_FREE_KEYS}
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> dict[str, list]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = {}
+        for k in sorted(set(old) | set(new)):
+            a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+            out.update(_diff(a, b, f"{prefix}{k}."))
+        return out
+    return {} if old == new else {prefix.rstrip("."): [old, new]}
+
+
+def _training_record(cfg, end, best_step, best_val, changes) -> dict[str, Any]:
+    return {
+        "num_steps": cfg.num_steps,
+        "trained_steps": end,
+        "best_step": best_step,
+        "best_val": best_val if math.isfinite(best_val) else None,
+        "config_changes": changes,
+    }
+
+
+def _write_training_record(run_dir, cfg, start, end, best_step, best_val, changes) -> None:
+    """``training.json``: where this run resumed, settings changed, which step shipped."""
+    record = {
+        "resumed_from_step": start or None,
+        **_training_record(cfg, end, best_step, best_val, changes),
+    }
+    tmp = run_dir / ".training.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, run_dir / "training.json")
+
+
+def _with_training_provenance(f: Forecaster, record: dict, *, params_step: int) -> Forecaster:
+    """``f`` with ``provenance["training"]``: steps, shipped step, forced changes."""
+    d = f.spec.to_dict()
+    d["provenance"] = {**d["provenance"], "training": {**record, "params_step": params_step}}
+    return f.replace(spec=ForecasterSpec.from_dict(d))
+
+
+def _warn_unreached_schedule(cfg: TrainConfig) -> None:
+    """Warn when a curriculum switch point lies at or beyond ``num_steps``."""
+    late = [[s, k] for s, k in cfg.rollout_schedule if s >= cfg.num_steps]
+    if late:
+        trained = sorted({k for s, k in cfg.rollout_schedule if s < cfg.num_steps})
+        log.warning(
+            "train: rollout_schedule entries %s start at or after num_steps=%d and are never "
+            "reached (switch points are absolute steps): this run trains rollouts k=%s only",
+            late,
+            cfg.num_steps,
+            trained,
+        )
 
 
 def _run_validation(validate, params, val_loader, cfg: TrainConfig, mesh=None) -> float:
@@ -671,12 +1174,15 @@ def init_forecaster(spec, statistics, *, seed: int = 0) -> Forecaster:
 
 
 __all__: Sequence[str] = [
+    "CheckpointCorruptedError",
     "MetricsLog",
+    "RunLockedError",
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
     "init_forecaster",
     "make_optimizer",
     "rollout_loss",
+    "run_lock",
     "train",
 ]
