@@ -53,7 +53,10 @@ def test_metadata_grid_and_registry():
     assert set(solver.units) == set(solver.long_names) == {"h", "u", "v"}
     assert solver.state_shape == (3, 16, 32)
     assert solver.grid.axes == ("y", "x")
-    np.testing.assert_allclose(solver.grid.spacing, (math.pi / 16, 2 * math.pi / 32))
+    # domain length over points: the same float64 division, one rounding at most
+    np.testing.assert_allclose(
+        solver.grid.spacing, (math.pi / 16, 2 * math.pi / 32), rtol=1e-15, atol=0
+    )
     rebuilt = build_solver("shallow_water", **solver.config())
     assert rebuilt.config() == solver.config()
 
@@ -228,6 +231,7 @@ def test_initial_condition_is_geostrophically_balanced(x64):
     # f u = -g d_y h and f v = g d_x h, spectrally exact up to round-off.
     np.testing.assert_allclose(np.fft.rfft2(u) * 2.0, -1.5 * 1j * ky * eta_hat, rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.fft.rfft2(v) * 2.0, 1.5 * 1j * kx * eta_hat, rtol=0, atol=1e-12)
+    # mean depth plus a zero-mean (k = 0 removed) eta: round-off of a 32^2 mean of O(1)
     np.testing.assert_allclose(h.mean(), solver.mean_depth, rtol=0, atol=1e-15)
     # Standard deviation of eta is initial_amplitude in expectation; one 32^2 draw of a
     # field with ~50 modes has a sampling spread of about 10 %.

@@ -162,6 +162,7 @@ def test_growing_surrogate_blows_up_when_predicted(ks, ks_truth):
     start = np.max(np.abs(ks_truth[:, 0]), axis=(-2, -1))
     steps = np.ceil(np.log(threshold * ref / start) / np.log(factor))
     steps = np.where(start * factor**steps > threshold * ref, steps, steps + 1)
+    # a whole number of steps times dt, in float64: one rounding
     np.testing.assert_allclose(
         ds["blowup_time"].sel(model="surrogate"), steps.min() * ks.dt, rtol=0, atol=1e-12
     )

@@ -415,6 +415,7 @@ def test_invariant_drift_checks_its_quantity(ks):
     drift = InvariantDrift("mass", relative=False).bind(ks, ks)
     assert drift.name == "mass_drift" and drift.units == "units of diagnostic 'mass'"
     x = jnp.ones((1, 64))
+    # float32 means of 64 equal values and their difference: a few ulps of 0.25
     np.testing.assert_allclose(float(drift(_context(x, x + 0.25))), 0.25, rtol=1e-6, atol=0)
 
 
@@ -595,6 +596,7 @@ def test_courant_indicator_rolls_back_states_the_solver_could_not_integrate():
     assert courant[:, 1:][accepted].max() <= limit
     # the logged value is the proposal's Courant number, read at every surrogate step
     logged = res.indicator_values["courant"]
+    # the same float32 max over the same state, inside the runner's scan and outside it
     np.testing.assert_allclose(logged[accepted], courant[:, 1:][accepted], rtol=1e-5, atol=0)
     assert (logged[res.engine == ENGINE_ROLLBACK] > limit).all()
     with pytest.raises(TypeError, match="KuramotoSivashinsky has no courant_number"):
