@@ -9,6 +9,13 @@ is advanced ``spinup_steps`` output intervals (discarded) and then stored for
 depends only on ``(solver, seed, i)``, so any of them can be regenerated alone
 (:func:`regenerate_trajectory`) and shards can be computed in any order, in any process.
 
+With ``store_num_points`` the dataset is *coarse-grained*: the solver runs on its own
+(fine) grid and each stored frame is its state projected onto a coarser grid of the same
+domain by Fourier truncation (:func:`solvers.resolution.spectral_resample`, the L2
+projection), inside the compiled chunk. The layout (grid, coordinates, ``state_shape``)
+is the coarse grid; the spec records the fine solver and a ``coarse_graining`` record
+``{"filter": "spectral_truncation", "fine_num_points": [...], "num_points": [...]}``.
+
 Shard ``k`` holds trajectories ``[k * trajectories_per_shard, (k + 1) *
 trajectories_per_shard)``. Shards are computed in ``vmap`` chunks of ``batch_size``
 trajectories by one jitted function (a ``lax.scan`` over time inside), written to a
@@ -141,9 +148,17 @@ def check_solver(solver: Any) -> None:
         raise TypeError(f"solver {solver.name!r}: no units/long_name for variable(s) {missing}")
 
 
-def solver_layout(solver: Any) -> dict[str, Any]:
-    """The on-disk layout a solver implies (variables, units, grid, dt, precision)."""
+def solver_layout(solver: Any, store_num_points: Sequence[int] | None = None) -> dict[str, Any]:
+    """The on-disk layout a solver implies (variables, units, grid, dt, precision).
+
+    Args:
+        solver: the (fine) solver.
+        store_num_points: the stored grid of a coarse-grained dataset, one size per axis
+            (default: the solver's own grid). Only ``num_points`` of the grid changes.
+    """
     grid = solver.grid.to_dict()
+    if store_num_points is not None:
+        grid["num_points"] = [int(n) for n in store_num_points]
     return normalise(
         {
             "variables": list(solver.variables),
@@ -156,6 +171,84 @@ def solver_layout(solver: Any) -> dict[str, Any]:
             "state_shape": [len(solver.variables), *grid["num_points"]],
         }
     )
+
+
+# Filters a coarse-grained dataset can record; validation refuses any other name.
+COARSE_GRAINING_FILTERS = ("spectral_truncation",)
+
+
+def coarse_graining_record(
+    solver: Any, store_num_points: int | Sequence[int] | None
+) -> dict[str, Any] | None:
+    """The provenance record of storing ``solver``'s states on a coarser grid.
+
+    Args:
+        solver: the (fine) solver; its grid is the fine grid.
+        store_num_points: ``None`` (store the solver's own grid: no record), an int (the
+            same size on every axis) or one size per axis ``(..., y, x)``, each in
+            ``[2, n]`` with ``n`` the solver's size on that axis.
+
+    Returns:
+        ``{"filter": "spectral_truncation", "fine_num_points": [...], "num_points":
+        [...]}``, or ``None``.
+
+    Raises:
+        ValueError: ``store_num_points`` is not such an int or sequence (named, with the
+            solver's grid).
+    """
+    if store_num_points is None:
+        return None
+    fine = [int(n) for n in solver.grid.num_points]
+
+    def is_int(n: Any) -> bool:
+        return isinstance(n, int | np.integer) and not isinstance(n, bool)
+
+    if is_int(store_num_points):
+        coarse = [int(store_num_points)] * len(fine)  # type: ignore[arg-type]
+    elif isinstance(store_num_points, Sequence) and not isinstance(store_num_points, str):
+        coarse = [int(n) if is_int(n) else n for n in store_num_points]
+    else:
+        coarse = []
+    if (
+        len(coarse) != len(fine)
+        or not all(is_int(c) for c in coarse)
+        or not all(2 <= c <= f for c, f in zip(coarse, fine, strict=True))
+    ):
+        raise ValueError(
+            f"store_num_points must be an int or {len(fine)} int(s), each from 2 up to the "
+            f"solver's grid {fine} (axes {list(solver.grid.axes)}), got {store_num_points!r}"
+        )
+    return {"filter": "spectral_truncation", "fine_num_points": fine, "num_points": coarse}
+
+
+def stored_num_points(spec: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The grid a dataset spec stores frames on: its coarse grid, or ``None`` (the solver's).
+
+    Raises:
+        ValueError: the spec's ``coarse_graining`` record is malformed or names a filter
+            outside :data:`COARSE_GRAINING_FILTERS` (the stored frames cannot be
+            reproduced).
+    """
+    record = spec.get("coarse_graining")
+    if record is None:
+        return None
+    keys = ("filter", "fine_num_points", "num_points")
+    if not isinstance(record, Mapping) or any(k not in record for k in keys):
+        raise ValueError(f"coarse_graining must be an object with keys {keys}, got {record!r}")
+    if record["filter"] not in COARSE_GRAINING_FILTERS:
+        raise ValueError(
+            f"coarse_graining.filter = {record['filter']!r} is not a known filter "
+            f"{COARSE_GRAINING_FILTERS}: the stored frames cannot be reproduced"
+        )
+    for key in ("fine_num_points", "num_points"):
+        points = record[key]
+        if not (
+            isinstance(points, list)
+            and points
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in points)
+        ):
+            raise ValueError(f"coarse_graining.{key} = {points!r} is not a list of ints >= 2")
+    return tuple(record["num_points"])
 
 
 def solver_class_path(solver: Any) -> str:
@@ -258,7 +351,9 @@ def precision_scope(precision: str) -> Iterator[None]:
 
 
 # ---- the compiled chunk -----------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("num_frames", "spinup_steps", "mesh"))
+@functools.partial(
+    jax.jit, static_argnames=("num_frames", "spinup_steps", "mesh", "store_num_points")
+)
 def simulate_batch(
     solver: Any,
     key: jax.Array,
@@ -266,6 +361,7 @@ def simulate_batch(
     num_frames: int,
     spinup_steps: int,
     mesh: jax.sharding.Mesh | None = None,
+    store_num_points: tuple[int, ...] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Spin up and record a batch of trajectories (pure, one compiled program).
 
@@ -279,13 +375,19 @@ def simulate_batch(
         mesh: optional mesh with axis ``"data"`` dividing ``B``: each device runs the
             per-trajectory program on its rows (``jax.shard_map``; plain sharding
             annotations would let XLA all-gather the batch before every FFT).
+        store_num_points: the coarse grid the frames are projected onto
+            (:func:`solvers.resolution.spectral_resample`, static); ``None`` keeps the
+            solver's grid. The fine frames stay on the device; NaN/Inf are detected on
+            them, before the projection.
 
     Returns:
-        ``frames (B, T, C, *spatial)`` in the solver precision and ``first_bad (B,)``:
+        ``frames (B, T, C, *spatial)`` in the solver precision (``spatial`` the stored
+        grid) and ``first_bad (B,)``:
         the index, counted in output intervals from the initial condition, of the first
         state holding a NaN/Inf (``-1`` if none). Index ``k`` is stored frame
         ``k - spinup_steps`` (negative: during spin-up).
     """
+    from solvers.resolution import spectral_resample
     from solvers.rollout import first_nonfinite_frame, rollout
 
     def one(solver, key, i):
@@ -303,6 +405,8 @@ def simulate_batch(
         frames = rollout(solver, state, num_frames - 1)
         f = first_nonfinite_frame(frames)
         bad = jnp.where(bad >= 0, bad, jnp.where(f >= 0, f + spinup_steps, -1))
+        if store_num_points is not None:
+            frames = spectral_resample(frames, store_num_points)
         return frames, bad
 
     def rows(solver, key, idx):
@@ -336,6 +440,7 @@ def _dispatch_shard(
     rows, so the bytes do not depend on the device count.
     """
     key = jax.random.key(spec["seed"])
+    store = stored_num_points(spec)
     if mesh is not None:
         from jax.sharding import NamedSharding, PartitionSpec
 
@@ -355,6 +460,7 @@ def _dispatch_shard(
             num_frames=spec["num_frames"],
             spinup_steps=spec["spinup_steps"],
             mesh=mesh,
+            store_num_points=store,
         )
         chunks.append((idx.size, out))
     return chunks
@@ -378,15 +484,18 @@ def regenerate_trajectories(
     Args:
         dataset: a dataset directory, its ``manifest.json``, or a loaded manifest.
         indices: global trajectory indices in ``[0, num_trajectories)``.
-        solver: the solver to use (default: rebuilt from the manifest).
+        solver: the solver to use (default: rebuilt from the manifest); a coarse-grained
+            dataset's fine solver, whose frames are projected as recorded.
         batch_size: ``vmap`` chunk size (default: all indices in one chunk). Results do
             not depend on it (each trajectory is computed independently).
 
     Returns:
-        ``(len(indices), num_frames, C, *spatial)`` in the stored precision.
+        ``(len(indices), num_frames, C, *spatial)`` in the stored precision, on the
+        stored grid.
 
     Raises:
         IndexError: an index out of range.
+        ValueError: the ``coarse_graining`` record names an unknown filter or is malformed.
     """
     manifest = dataset if isinstance(dataset, Mapping) else read_manifest(dataset)
     spec = manifest["spec"]
@@ -399,6 +508,7 @@ def regenerate_trajectories(
         raise ValueError("indices is empty")
     batch = len(indices) if batch_size is None else int(batch_size)
     key = jax.random.key(spec["seed"])
+    store = stored_num_points(spec)
     out = []
     with precision_scope(manifest["layout"]["precision"]):
         solver = rebuild_solver(manifest) if solver is None else solver
@@ -411,6 +521,7 @@ def regenerate_trajectories(
                 padded,
                 num_frames=spec["num_frames"],
                 spinup_steps=spec["spinup_steps"],
+                store_num_points=store,
             )
             out.append(np.asarray(frames)[: idx.size])
     return np.concatenate(out)
@@ -457,6 +568,12 @@ def _shard_attrs(spec: Mapping[str, Any], layout: Mapping[str, Any], index: int)
         "shard_index": int(index),
         "package_version": version,
     }
+    if spec.get("coarse_graining") is not None:
+        attrs["comment"] += (
+            "; each stored frame is the solver state projected onto the stored grid "
+            "(see coarse_graining)"
+        )
+        attrs["coarse_graining"] = storage.canonical_json(spec["coarse_graining"])
     if spec.get("config") is not None:
         attrs["config"] = storage.canonical_json(spec["config"])
     return attrs
@@ -600,9 +717,15 @@ def generation_spec(
     on_nonfinite: str,
     compression_level: int,
     config: Mapping[str, Any] | None,
+    store_num_points: int | Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Everything that determines a dataset's bytes, as plain JSON values."""
-    return normalise(
+    """Everything that determines a dataset's bytes, as plain JSON values.
+
+    A coarse-grained dataset's spec also holds its ``coarse_graining`` record
+    (:func:`coarse_graining_record`); other specs lack the key, so datasets written
+    before it existed still resume.
+    """
+    spec = normalise(
         {
             "solver": solver.name,
             "solver_config": solver.config(),
@@ -618,6 +741,10 @@ def generation_spec(
             "package_version": package_version(),
         }
     )
+    record = coarse_graining_record(solver, store_num_points)
+    if record is not None:
+        spec["coarse_graining"] = normalise(record)
+    return spec
 
 
 def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
@@ -670,6 +797,7 @@ def generate(
     overwrite: bool = False,
     config: Mapping[str, Any] | None = None,
     progress: bool = True,
+    store_num_points: int | Sequence[int] | None = None,
 ) -> pathlib.Path:
     """Generate (or resume, or confirm) a sharded trajectory dataset in ``out_dir``.
 
@@ -712,6 +840,14 @@ def generate(
         config: the resolved run configuration, stored as provenance (JSON values),
             without :data:`RUNTIME_KEYS` (see :func:`provenance_config`).
         progress: show a tqdm bar (trajectories/s, ETA).
+        store_num_points: store a coarse-grained dataset: ``None`` (default) stores the
+            solver's grid; an int (every axis) or one size per axis ``(..., y, x)``, each
+            at most the solver's, stores every frame projected onto that grid by Fourier
+            truncation (:func:`solvers.resolution.spectral_resample`). The solver still
+            runs on its own grid (NaN/Inf are detected there); the stored grid,
+            coordinates and ``state_shape`` are the coarse ones, and the spec, manifest
+            and shard attributes record ``coarse_graining = {"filter":
+            "spectral_truncation", "fine_num_points": [...], "num_points": [...]}``.
 
     Returns:
         The dataset directory.
@@ -749,8 +885,9 @@ def generate(
         on_nonfinite=on_nonfinite,
         compression_level=compression_level,
         config=config,
+        store_num_points=store_num_points,
     )
-    layout = solver_layout(solver)
+    layout = solver_layout(solver, stored_num_points(spec))
     out = pathlib.Path(out_dir)
     if jax.process_count() == 1 and not overwrite and _already_complete(out, spec):
         # Nothing to write: no lock, so a complete read-only dataset can be used.
@@ -1054,6 +1191,7 @@ def _prepare(
         "solver": spec["solver"],
         "solver_class": solver_class_path(solver),
         "solver_config": spec["solver_config"],
+        **({"coarse_graining": spec["coarse_graining"]} if "coarse_graining" in spec else {}),
         "splits": split_ranges(spec["num_trajectories"], spec["splits"]),
         "shards": [],
         "skipped": [],

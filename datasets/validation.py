@@ -6,7 +6,9 @@
    config, dt, precision, seed, grid coordinates, time axis, trajectory indices), and
    their sha256 checksums and sizes match the manifest.
 3. **accuracy**: a seeded sample of trajectories re-simulated from the recorded
-   provenance reproduces the stored frames; conserved diagnostics stay constant along
+   provenance reproduces the stored frames (a coarse-grained dataset: re-simulated on the
+   recorded fine grid and projected with the recorded filter, whose record must agree
+   with the stored grid and the solver); conserved diagnostics stay constant along
    every stored trajectory; every value lies within a plausible range derived, robustly,
    from the training split (:data:`PLAUSIBLE_RANGE_FACTOR`).
 4. **completeness**: every shard and trajectory is there (or recorded as skipped), at
@@ -192,7 +194,10 @@ def validate(
     eps = float(np.finfo(np.dtype(layout["precision"])).eps)
     tolerance = RESIMULATION_EPS_FACTOR * eps if tolerance is None else float(tolerance)
     solver = _rebuild(chk, manifest)
-    diagnose = _diagnostics_fn(chk, solver, layout) if solver is not None else None
+    diagnose = None
+    if solver is not None:
+        coarse = spec.get("coarse_graining") is not None
+        diagnose = _diagnostics_fn(chk, solver, layout, lift=coarse)
     rng = np.random.default_rng(seed)
     stored = stored_trajectories(manifest)
     sample = set(
@@ -223,7 +228,12 @@ def validate(
     if solver is not None:
         _check_resimulation(chk, manifest, solver, sorted(sample), found, tolerance)
     elif sample:
-        chk.error("accuracy", "solver", "not re-simulated: the solver could not be rebuilt")
+        chk.error(
+            "accuracy",
+            "solver",
+            "not re-simulated: the solver could not be rebuilt, or its provenance (e.g. "
+            "coarse_graining) cannot be reproduced (see above)",
+        )
     return chk.report()
 
 
@@ -250,6 +260,8 @@ def _check_manifest(chk: _Checker, m: Mapping[str, Any]) -> bool:
     n, tps = spec["num_trajectories"], spec["trajectories_per_shard"]
     if m["solver"] != spec.get("solver") or m["solver_config"] != spec.get("solver_config"):
         chk.error("consistency", loc, "solver/solver_config differ between the top level and spec")
+    if m.get("coarse_graining") != spec.get("coarse_graining"):
+        chk.error("consistency", loc, "coarse_graining differs between the top level and spec")
     ranges = sorted(m["splits"].items(), key=lambda kv: kv[1][0])
     at = 0
     for name, (lo, hi) in ranges:
@@ -274,7 +286,13 @@ def _check_manifest(chk: _Checker, m: Mapping[str, Any]) -> bool:
 
 
 def _rebuild(chk: _Checker, manifest: Mapping[str, Any]):
-    from datasets.generation import precision_scope, rebuild_solver, solver_layout
+    """The recorded (fine) solver, or None when it cannot reproduce the stored frames."""
+    from datasets.generation import (
+        precision_scope,
+        rebuild_solver,
+        solver_layout,
+        stored_num_points,
+    )
 
     try:
         with precision_scope(manifest["layout"]["precision"]):
@@ -287,7 +305,9 @@ def _rebuild(chk: _Checker, manifest: Mapping[str, Any]):
             f"{type(e).__name__}: {e}",
         )
         return None
-    layout = solver_layout(solver)
+    if not _check_coarse_graining(chk, manifest, solver):
+        return None
+    layout = solver_layout(solver, stored_num_points(manifest["spec"]))
     for key in ("variables", "units", "long_names", "time_units", "grid", "dt", "precision"):
         if layout[key] != manifest["layout"][key]:
             chk.error(
@@ -297,6 +317,55 @@ def _rebuild(chk: _Checker, manifest: Mapping[str, Any]):
                 f"{layout[key]!r} (solver code changed since generation?)",
             )
     return solver
+
+
+def _check_coarse_graining(chk: _Checker, m: Mapping[str, Any], solver) -> bool:
+    """A coarse-grained dataset's record names a known filter and agrees with its grids.
+
+    The stored grid must be the record's ``num_points`` and the rebuilt solver's grid its
+    ``fine_num_points``; a record that is consistent but false (another fine grid in both
+    the record and ``solver_config``) fails the re-simulation instead. True when the
+    dataset is not coarse-grained.
+    """
+    from datasets.generation import stored_num_points
+
+    record = m["spec"].get("coarse_graining")
+    if record is None:
+        return True
+    loc = MANIFEST_NAME
+    try:
+        coarse = list(stored_num_points(m["spec"]) or ())
+    except ValueError as e:
+        chk.error("accuracy", loc, f"{e}; not re-simulated")
+        return False
+    fine = [int(n) for n in solver.grid.num_points]
+    grid = list(m["layout"]["grid"]["num_points"])
+    ok = True
+    if coarse != grid:
+        chk.error(
+            "consistency",
+            loc,
+            f"coarse_graining.num_points = {coarse} differs from the stored grid "
+            f"(layout.grid) {grid}",
+        )
+        ok = False
+    if record["fine_num_points"] != fine:
+        chk.error(
+            "consistency",
+            loc,
+            f"coarse_graining.fine_num_points = {record['fine_num_points']} differs from "
+            f"the grid {fine} of the solver that solver_config builds",
+        )
+        ok = False
+    if len(coarse) != len(fine) or any(c > f for c, f in zip(coarse, fine, strict=False)):
+        chk.error(
+            "consistency",
+            loc,
+            f"coarse_graining.num_points = {coarse} is not a coarsening of the solver's "
+            f"grid {fine}",
+        )
+        ok = False
+    return ok
 
 
 def _stored_ids(shard: Mapping[str, Any]) -> list[int]:
@@ -443,7 +512,11 @@ def _consistency(chk: _Checker, m: Mapping[str, Any], shard: Mapping, name: str,
             )
     if "dt" in attrs and not math.isclose(float(attrs["dt"]), layout["dt"], rel_tol=0, abs_tol=0):
         chk.error("consistency", name, f"dt = {attrs['dt']!r}, manifest has {layout['dt']!r}")
-    for key, want in (("solver_config", m["solver_config"]), ("config", spec.get("config"))):
+    for key, want in (
+        ("solver_config", m["solver_config"]),
+        ("config", spec.get("config")),
+        ("coarse_graining", spec.get("coarse_graining")),
+    ):
         try:
             got = json.loads(attrs[key]) if key in attrs else None
         except (TypeError, ValueError):
@@ -604,17 +677,28 @@ class _Ranges:
                     )
 
 
-def _diagnostics_fn(chk: _Checker, solver, layout: Mapping):
-    """A jitted ``(T, C, *spatial) -> {name: (T,)}`` of the conserved diagnostics, or None."""
+def _diagnostics_fn(chk: _Checker, solver, layout: Mapping, *, lift: bool = False):
+    """A jitted ``(T, C, *spatial) -> {name: (T,)}`` of the conserved diagnostics, or None.
+
+    With ``lift`` (a coarse-grained dataset) each stored frame is first resampled onto the
+    solver's grid (its trigonometric interpolant): Fourier truncation keeps the mean mode,
+    so domain means conserved by the solver stay conserved on the stored grid.
+    """
     import jax
 
     from datasets.generation import precision_scope
+    from solvers.resolution import spectral_resample
+
+    fine = tuple(solver.grid.num_points)
+
+    def diagnostics(state):
+        return solver.diagnostics(spectral_resample(state, fine) if lift else state)
 
     declared = getattr(type(solver), "conserved", None)
     try:
         with precision_scope(layout["precision"]):
             state = jax.ShapeDtypeStruct(tuple(layout["state_shape"]), layout["precision"])
-            probe = jax.eval_shape(solver.diagnostics, state)
+            probe = jax.eval_shape(diagnostics, state)
     except Exception as e:  # noqa: BLE001 - a solver without diagnostics: report, go on
         chk.warn("accuracy", "solver", f"diagnostics unavailable: {type(e).__name__}: {e}")
         return None
@@ -623,7 +707,7 @@ def _diagnostics_fn(chk: _Checker, solver, layout: Mapping):
         chk.note("accuracy", f"no conserved diagnostics among {sorted(probe)}; none checked")
         return None
     chk.note("accuracy", f"conserved diagnostics checked on every stored trajectory: {names}")
-    return jax.jit(jax.vmap(lambda s: {k: solver.diagnostics(s)[k] for k in names}))
+    return jax.jit(jax.vmap(lambda s: {k: diagnostics(s)[k] for k in names}))
 
 
 def _check_conservation(chk, layout, spec, ids, data, diagnose) -> None:
