@@ -6,23 +6,32 @@
 
 Every config node is checked against what it configures before any work starts: an
 unknown key (with a "did you mean" hint) or a wrong type fails with a message naming the
-node and the key. This is the only module (with ``datasets.cli``) that imports Hydra.
+node and the key. Every ``_target_`` anywhere in the config (Hydra's own ``hydra`` node
+aside) must name a class or function of this project or of a module trusted with
+:func:`solvers.trust_module`; anything else is refused before anything is imported or
+built. The run name must be one path component (the run directory is ``runs/<name>``).
+This is the only module (with ``datasets.cli``) that imports Hydra.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
+
+from hydra.experimental.callback import Callback
 
 log = logging.getLogger("surrogate")
 
 STAGES = ("generate", "validate", "train", "evaluate", "hybrid", "report")
 _MODEL_RUNTIME = ("in_channels", "out_channels", "spatial_dims", "rngs", "dtype", "param_dtype")
 _DATA_NON_GENERATE = ("path",)
+_EVALUATE_RUNTIME = ("forecaster", "solver", "data_dir", "run_dir", "mesh")
+_NODES = ("solver", "data", "model", "train", "hybrid", "distributed", "evaluate")
 
 
 def require_project_datasets() -> None:
@@ -55,51 +64,341 @@ def _plain(node) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-def _target_of(node, where: str):
-    from hydra.utils import get_object
+def _plain_value(value) -> Any:
+    """A config value as plain Python (containers converted, interpolations resolved)."""
+    from omegaconf import OmegaConf
 
-    target = node.get("_target_") if hasattr(node, "get") else None
-    if not target:
-        raise ValueError(f"{where}: config node has no _target_")
-    try:
-        return get_object(target)
-    except Exception as e:
-        raise ValueError(f"{where}: _target_ {target!r} cannot be imported: {e}") from None
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def check_config(cfg) -> None:
-    """Check every node against its target's signature (see module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+    """The keys of the top level of ``configs/config.yaml`` (its nodes are checked alone).
+
+    Attributes:
+        seed: base random seed (``train.seed`` follows it).
+        data_parallel: ``true``, ``false`` or ``auto`` (split batches over the devices).
+        stages: stages ``hs-pipeline`` runs, a subset of :data:`STAGES`.
+        progress: progress bars on long work.
+        name: run name; the run directory is ``runs/<name>``, so one path component.
+        data_root: directory of the datasets.
+        validate_resimulate: trajectories re-simulated by the validate stage (>= 0).
+    """
+
+    solver: dict
+    data: dict
+    model: dict
+    train: dict
+    hybrid: dict
+    distributed: dict
+    evaluate: dict | None = None
+    hydra: dict | None = None
+    seed: int = 0
+    data_parallel: bool | str = "auto"
+    stages: tuple[str, ...] = STAGES
+    progress: bool = True
+    name: str = "run"
+    data_root: str = "data"
+    validate_resimulate: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridKeys:
+    """The ``hybrid`` node: the runner and the run settings of :func:`pipeline.stage_hybrid`.
+
+    Attributes:
+        runner: :class:`surrogate.hybrid.HybridRunner` node (policy, indicators).
+        num_steps: horizon in steps of ``dt`` (>= 1).
+        num_trajectories: test initial states (>= 1).
+        sweep: :class:`SweepKeys`, a threshold sweep of one indicator.
+        scenarios: out-of-distribution runs, name -> amplitude factor.
+        short_lead_steps: lead (steps) of the short-range accuracy (>= 1).
+    """
+
+    runner: dict
+    num_steps: int = 500
+    num_trajectories: int = 8
+    sweep: dict | None = None
+    scenarios: dict[str, float] | None = None
+    short_lead_steps: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepKeys:
+    """The ``hybrid.sweep`` node: rerun the hybrid run with each threshold of one indicator.
+
+    Attributes:
+        indicator: name of an indicator checked by the policy (``None``: no sweep).
+        thresholds: the thresholds, in the indicator's units.
+    """
+
+    indicator: str | None = None
+    thresholds: tuple[float, ...] = ()
+
+
+def check_run_name(name: Any) -> str:
+    """The run name, refused unless it is one path component (``runs/<name>``).
+
+    Raises:
+        ConfigError: naming the ``name`` key.
+    """
+    from solvers.config_schema import ConfigError
+
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\\0")
+        or PureWindowsPath(name).drive
+    ):
+        raise ConfigError(
+            f"name: {name!r} is not a run name: the run directory is runs/<name>, so the "
+            "name must be one path component (not empty, no '/', '\\' or '..'), e.g. "
+            "name=ks-fno-long"
+        )
+    return name
+
+
+def _targets(cfg) -> dict[str, Any]:
+    """Every ``_target_`` of the config (but Hydra's ``hydra`` node), checked, by key path.
+
+    Nothing outside the trusted code (:func:`solvers.resolve_trusted`) is imported.
+    """
+    from solvers.registry import resolve_trusted
+
+    found: dict[str, Any] = {}
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if key == "_target_":
+                    found[path] = resolve_trusted(sub, where=where)
+                else:
+                    walk(sub, where)
+        elif isinstance(value, list):
+            for i, sub in enumerate(value):
+                walk(sub, f"{path}[{i}]")
+
+    for key in cfg:
+        if key != "hydra":  # Hydra's own nodes (launchers, callbacks, sweepers)
+            walk(_plain_value(cfg[key]), str(key))
+    return found
+
+
+def check_config(cfg, stages=STAGES) -> dict[str, Any]:
+    """Check the whole config before any work: keys, types, values and every ``_target_``.
+
+    Every ``_target_`` (any node but ``hydra``) is checked first, before anything is
+    imported for it; then each node against the signature it configures, the top-level,
+    ``hybrid``, ``hybrid.sweep`` and ``evaluate`` keys against their schemas
+    (:class:`RunKeys`, :class:`HybridKeys`, :class:`SweepKeys`,
+    :func:`surrogate.pipeline.stage_evaluate`), counts against their ranges, the run name,
+    and what the chosen ``stages`` need.
+
+    Args:
+        cfg: the composed config (with or without the ``hydra`` node).
+        stages: the stages that will run (some checks concern only some stages).
+
+    Returns:
+        The class or function each ``_target_`` names, by key path (``"solver"``,
+        ``"hybrid.runner.indicators[0]"``, ...).
+
+    Raises:
+        solvers.UntrustedCodeError: a ``_target_`` outside the trusted code.
+        solvers.config_schema.ConfigError: naming the key (with "did you mean").
+    """
     import datasets
-    from solvers.config_schema import check_kwargs
+    from solvers.config_schema import ConfigError, check_kwargs
     from surrogate.train import TrainConfig
 
-    check_kwargs(_target_of(cfg.solver, "solver"), _plain(cfg.solver), where="solver")
-    check_kwargs(
-        _target_of(cfg.model, "model"), _plain(cfg.model), where="model", runtime=_MODEL_RUNTIME
-    )
-    check_kwargs(TrainConfig, _plain(cfg.train), where="train")
+    targets = _targets(cfg)  # before anything else imports or builds a target
+
+    def target(path: str):
+        if path not in targets:
+            raise ConfigError(f"{path}: config node has no _target_")
+        return targets[path]
+
+    _check_top_level(cfg)
+    check_kwargs(target("solver"), _plain(cfg.solver), where="solver")
+    check_kwargs(target("model"), _plain(cfg.model), where="model", runtime=_MODEL_RUNTIME)
+    model_name_of(cfg, targets["model"])
+    train = target("train")
+    if not (isinstance(train, type) and issubclass(train, TrainConfig)):
+        raise ConfigError(
+            f"train._target_ = {cfg.train._target_!r} must be surrogate.train.TrainConfig"
+        )
+    check_kwargs(train, _plain(cfg.train), where="train")
+    check_kwargs(target("distributed"), _plain(cfg.distributed), where="distributed")
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _DATA_NON_GENERATE}
     check_kwargs(datasets.generate, data, where="data", runtime=("solver", "out_dir", "config"))
-    if "runner" in cfg.hybrid:
-        from surrogate.hybrid import HybridRunner
+    _check_evaluate(_plain(cfg.evaluate) if cfg.get("evaluate") is not None else {})
+    _check_hybrid(cfg, target)
+    history = cfg.train.get("history", 1)
+    later = [s for s in ("evaluate", "hybrid") if s in stages]
+    if history != 1 and later:
+        raise ConfigError(
+            f"train.history = {history}: the {' and '.join(later)} stage(s) step one state at "
+            "a time and cannot run a forecaster with history > 1; use train.history=1, or "
+            "run only the stages that can (e.g. hs-train)"
+        )
+    return targets
 
-        runner = {
-            k: v for k, v in _plain(cfg.hybrid.runner).items() if k not in ("policy", "indicators")
-        }
-        check_kwargs(HybridRunner, runner, where="hybrid.runner", runtime=("solver", "surrogate"))
-        policy = cfg.hybrid.runner.get("policy")
-        if policy is not None:
-            check_kwargs(
-                _target_of(policy, "hybrid.runner.policy"),
-                _plain(policy),
-                where="hybrid.runner.policy",
+
+def _check_min(where: str, value: Any, minimum: int, *, optional: bool = False) -> None:
+    from solvers.config_schema import ConfigError
+
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        allowed = f"an int >= {minimum}" + (" or null" if optional else "")
+        raise ConfigError(f"{where} = {value!r} must be {allowed}")
+
+
+def _check_top_level(cfg) -> None:
+    """The top-level keys (:class:`RunKeys`), the run name and the stage names."""
+    from solvers.config_schema import ConfigError, check_kwargs
+
+    top = {k: ({} if k in _NODES or k == "hydra" else _plain_value(cfg[k])) for k in cfg}
+    check_kwargs(RunKeys, top, where="config", allow_missing=False)
+    check_run_name(top.get("name", "run"))
+    _check_min("validate_resimulate", top.get("validate_resimulate", 2), 0)
+    unknown = [s for s in top.get("stages", STAGES) if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    if top.get("data_parallel", "auto") not in (True, False, "auto"):
+        raise ConfigError(f"data_parallel = {top['data_parallel']!r} must be true, false or auto")
+
+
+def _check_evaluate(ev: dict[str, Any]) -> None:
+    """The ``evaluate`` node: keywords of :func:`surrogate.pipeline.stage_evaluate`."""
+    from solvers.config_schema import check_kwargs
+    from surrogate.pipeline import stage_evaluate
+
+    check_kwargs(stage_evaluate, ev, where="evaluate", runtime=_EVALUATE_RUNTIME)
+    for key in ("num_trajectories", "batch_size", "coarsen_factor"):
+        if key in ev:
+            _check_min(f"evaluate.{key}", ev[key], 1)
+    if "long_rollout_steps" in ev:
+        _check_min("evaluate.long_rollout_steps", ev["long_rollout_steps"], 1, optional=True)
+
+
+def _check_hybrid(cfg, target) -> None:
+    """The ``hybrid`` node (:class:`HybridKeys`), its sweep, runner, policy and indicators."""
+    from solvers.config_schema import ConfigError, check_kwargs
+
+    hybrid = {k: ({} if k == "runner" else v) for k, v in _plain(cfg.hybrid).items()}
+    check_kwargs(HybridKeys, hybrid, where="hybrid", allow_missing=False)
+    for key in ("num_steps", "num_trajectories", "short_lead_steps"):
+        if key in hybrid:
+            _check_min(f"hybrid.{key}", hybrid[key], 1)
+    sweep = hybrid.get("sweep") or {}
+    check_kwargs(SweepKeys, sweep, where="hybrid.sweep")
+    runner = cfg.hybrid.runner
+    check_kwargs(
+        target("hybrid.runner"),
+        {k: v for k, v in _plain(runner).items() if k not in ("policy", "indicators")},
+        where="hybrid.runner",
+        runtime=("solver", "surrogate", "mesh"),
+    )
+    for i, ind in enumerate(runner.get("indicators") or []):
+        where = f"hybrid.runner.indicators[{i}]"
+        check_kwargs(target(where), _plain(ind), where=where)
+    if runner.get("policy") is None:
+        return
+    policy = _plain(runner.policy)
+    check_kwargs(target("hybrid.runner.policy"), policy, where="hybrid.runner.policy")
+    names = policy.get("indicator_name")
+    names = [names] if isinstance(names, str) else names
+    if sweep.get("indicator") and sweep.get("thresholds") and names is not None:
+        if sweep["indicator"] not in names:
+            raise ConfigError(
+                f"hybrid.sweep.indicator = {sweep['indicator']!r} is not checked by the "
+                f"policy (hybrid.runner.policy.indicator_name = {list(names)})"
             )
-        for i, ind in enumerate(cfg.hybrid.runner.get("indicators") or []):
-            check_kwargs(
-                _target_of(ind, f"hybrid.runner.indicators[{i}]"),
-                _plain(ind),
-                where=f"hybrid.runner.indicators[{i}]",
-            )
+
+
+def check_hybrid_against_solver(cfg, solver) -> None:
+    """Build the hybrid runner with the solver in both roles: indicators and policy must fit.
+
+    Run at start-up (the real surrogate exists only after training), so an indicator of a
+    diagnostic the solver lacks, or a policy naming an indicator that is not there, fails
+    before any work, naming the node.
+
+    Raises:
+        ValueError: naming ``hybrid.runner`` and what does not fit.
+    """
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(cfg.hybrid.runner, solver=solver, surrogate=solver)
+    except Exception as e:  # noqa: BLE001 - whatever the runner refuses, named
+        cause = e.__cause__ or e
+        raise ValueError(
+            f"hybrid.runner does not fit the solver {type(solver).__name__}: "
+            f"{type(cause).__name__}: {cause} (set hybrid.runner.indicators and the policy "
+            "for this solver, as configs/experiment/kolmogorov.yaml does)"
+        ) from None
+
+
+class RunNameCheck(Callback):
+    """Hydra callback refusing run directories outside ``runs/`` before Hydra creates them.
+
+    Hydra makes the run directory (``runs/${name}``) before calling the entry point, so
+    the check runs here, at ``on_run_start``; multirun job directories embed the
+    overrides, so a ``..`` component in an override value is refused too. Hydra turns a
+    callback's exceptions into warnings, so a refusal prints the error and exits with
+    status 1, like the entry points.
+    """
+
+    def on_run_start(self, config, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if "name" not in config:
+            return
+        if not HydraConfig.initialized():  # the run name may interpolate hydra:runtime.*
+            HydraConfig.instance().set_config(config)
+        _exit_on_error(lambda: check_run_name(config.name))
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        _exit_on_error(lambda: check_job_dirs(config.hydra.overrides.task))
+
+
+def check_job_dirs(overrides) -> None:
+    """Refuse multirun overrides that would put a job directory outside the sweep directory.
+
+    A job directory is ``<sweep dir>/<job number>-<key=value,...>`` (see
+    ``hydra.sweep.subdir`` in ``configs/config.yaml``), so ``..`` components in a value
+    climb out of it: ``name=../../../x`` would write beside ``runs/``.
+
+    Raises:
+        ConfigError: naming the override.
+    """
+    from solvers.config_schema import ConfigError
+
+    for override in overrides:
+        key, _, values = str(override).partition("=")
+        for value in values.split(","):  # each swept value gets its own job directory
+            depth = 0
+            for part in f"0-{key}={value}".replace("\\", "/").split("/"):
+                depth += -1 if part == ".." else part not in ("", ".")
+                if depth < 0:
+                    raise ConfigError(
+                        f"{key}={value}: multirun job directories embed the overrides "
+                        "(runs/multirun/<date>/<job>-<key=value,...>), and this value's '..' "
+                        "components would put one outside the sweep directory"
+                    )
+
+
+def _exit_on_error(check) -> None:
+    """Run ``check``; on an error print it as the entry points do and exit with status 1."""
+    try:
+        check()
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise SystemExit(f"error: {type(e).__name__}: {e}") from e
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def build_solver(cfg):
@@ -108,11 +407,13 @@ def build_solver(cfg):
     return instantiate(cfg.solver, _convert_="all")
 
 
-def model_name_of(cfg) -> tuple[str, dict[str, Any]]:
+def model_name_of(cfg, target=None) -> tuple[str, dict[str, Any]]:
     """Registry name and kwargs of the model node (``_target_`` mapped to its name)."""
+    from solvers.registry import resolve_trusted
     from surrogate.models import MODELS
 
-    target = _target_of(cfg.model, "model")
+    if target is None:
+        target = resolve_trusted(cfg.model.get("_target_"), where="model._target_")
     for name, cls in MODELS.items():
         if cls is target:
             kwargs = {k: v for k, v in _plain(cfg.model).items() if not k.startswith("_")}
@@ -120,6 +421,17 @@ def model_name_of(cfg) -> tuple[str, dict[str, Any]]:
     raise ValueError(
         f"model: _target_ {cfg.model._target_!r} is not a registered model ({', '.join(MODELS)})"
     )
+
+
+# datasets.generate keywords named in its messages -> the overrides that set them here.
+_GENERATE_OVERRIDES = {"overwrite=True": "data.overwrite=true", "out_dir": "data.path"}
+
+
+def generate_message(message: str) -> str:
+    """A message of :func:`datasets.generate` naming the command-line overrides instead."""
+    for keyword, override in _GENERATE_OVERRIDES.items():
+        message = message.replace(keyword, override)
+    return message
 
 
 def _enable_precision(cfg) -> None:
@@ -176,7 +488,7 @@ def run_stages(cfg, stages) -> Path:
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     _enable_precision(cfg)
-    check_config(cfg)
+    check_config(cfg, stages)
     from hydra.utils import instantiate
 
     from surrogate.distributed import barrier, data_mesh, is_primary
@@ -190,10 +502,12 @@ def run_stages(cfg, stages) -> Path:
     mesh = data_mesh() if _data_parallel(cfg.get("data_parallel", "auto")) else None
     if mesh is not None:
         _check_divisible_batches(cfg, stages, mesh.size)
+    solver = build_solver(cfg)
+    if "hybrid" in stages:
+        check_hybrid_against_solver(cfg, solver)
     run_dir = _run_dir()
     pipeline.write_run_metadata(run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     data_dir = Path(cfg.data.path)
-    solver = build_solver(cfg)
     timings: dict[str, float] = {}
     forecaster = None
     for stage in STAGES:
@@ -204,13 +518,16 @@ def run_stages(cfg, stages) -> Path:
         if stage == "generate":
             data = {k: v for k, v in _plain(cfg.data).items() if k not in _DATA_NON_GENERATE}
             progress = data.pop("progress", True)
-            pipeline.stage_generate(
-                solver,
-                data_dir,
-                data,
-                config={"solver": _plain(cfg.solver), "data": _plain(cfg.data)},
-                progress=progress,
-            )
+            try:
+                pipeline.stage_generate(
+                    solver,
+                    data_dir,
+                    data,
+                    config={"solver": _plain(cfg.solver), "data": _plain(cfg.data)},
+                    progress=progress,
+                )
+            except FileExistsError as e:
+                raise FileExistsError(generate_message(str(e))) from None
         elif stage == "validate":
             pipeline.stage_validate(
                 data_dir, run_dir, num_resimulate=cfg.get("validate_resimulate", 2)

@@ -38,12 +38,23 @@ def test_every_experiment_composes_and_checks(experiment):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_checks(model):
-    check_config(_compose([f"model={model}"]))
+    from surrogate.models import MODELS as REGISTRY
+
+    targets = check_config(_compose([f"model={model}"]))
+    assert targets["model"] is REGISTRY[model]
 
 
 @pytest.mark.parametrize("hybrid", HYBRIDS)
 def test_every_hybrid_preset_checks(hybrid):
-    check_config(_compose([f"hybrid={hybrid}"]))
+    from omegaconf import OmegaConf
+
+    from surrogate.hybrid import HybridRunner
+
+    targets = check_config(_compose([f"hybrid={hybrid}"]))
+    policy = "threshold" if hybrid == "default" else hybrid
+    expected = OmegaConf.load(CONFIGS / "hybrid" / "policy" / f"{policy}.yaml")._target_
+    assert targets["hybrid.runner"] is HybridRunner
+    assert targets["hybrid.runner.policy"].__name__ == expected.rsplit(".", 1)[-1]
 
 
 def test_misspelled_key_names_it():
