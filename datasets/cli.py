@@ -27,11 +27,14 @@ def run(cfg: DictConfig) -> pathlib.Path:
 
     Raises:
         solvers.config_schema.ConfigError: a misspelled or mistyped ``data`` key.
+        solvers.UntrustedCodeError: ``solver._target_`` outside the trusted code
+            (:func:`solvers.trust_module`); nothing was imported for it.
     """
     import jax
 
     from datasets.generation import RUNTIME_KEYS, generate
     from solvers.config_schema import check_kwargs
+    from solvers.registry import resolve_trusted
 
     data: dict[str, Any] = OmegaConf.to_container(cfg.data, resolve=True)  # type: ignore[assignment]
     solver_node: dict[str, Any] = OmegaConf.to_container(cfg.solver, resolve=True)  # type: ignore[assignment]
@@ -39,6 +42,8 @@ def run(cfg: DictConfig) -> pathlib.Path:
         raise ValueError("data: key 'path' (the dataset directory) is missing")
     path = pathlib.Path(hydra.utils.to_absolute_path(str(data.pop("path"))))
     check_kwargs(generate, data, where="data", runtime=("solver", "out_dir", "config"))
+    # Only this project's or trusted code is ever built from a config (refused unimported).
+    resolve_trusted(solver_node.get("_target_"), where="solver._target_")
     # Float64 solvers need 64-bit JAX before they are built.
     jax.config.update("jax_enable_x64", solver_node.get("precision") == "float64")
     solver = hydra.utils.instantiate(cfg.solver, _convert_="all")  # plain lists, not ListConfig

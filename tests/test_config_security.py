@@ -98,6 +98,17 @@ def test_an_untrusted_target_is_refused_in_every_node_without_importing_it(node,
     assert name not in sys.modules and not marker.exists()
 
 
+def test_the_dataset_entry_point_refuses_an_untrusted_solver_target(probe, config, tmp_path):
+    from datasets.cli import run
+
+    name, marker = probe
+    cfg = config(**{"solver._target_": f"{name}.make", "data.path": str(tmp_path / "d")})
+    with pytest.raises(solvers.UntrustedCodeError, match=rf"solver._target_ = '{name}.make'"):
+        run(cfg)
+    assert name not in sys.modules and not marker.exists()
+    assert not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize(
     ("key", "target", "message"),
     [
