@@ -31,6 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from solvers import rollout
+from surrogate.cli import check_targets
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -45,6 +46,7 @@ def main(argv=None) -> None:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = compose("config", overrides=args.overrides, return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
+        check_targets(cfg)  # only this project's or trusted code is built
         solver = instantiate(cfg.solver, _convert_="all")
         runner = instantiate(cfg.hybrid.runner, solver=solver, surrogate=solver)
     spinup = cfg.data.spinup_steps if args.spinup is None else args.spinup

@@ -30,10 +30,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from surrogate import pipeline
+from surrogate.cli import check_targets
 
 
 def run(run_dir: Path, num_steps: int | None) -> None:
     cfg = OmegaConf.load(run_dir / "config.yaml")
+    check_targets(cfg)  # a run directory may come from someone else
     data_dir = Path(cfg.data.path)
     solver = instantiate(cfg.solver, _convert_="all")
     forecaster = pipeline.load_trained(run_dir, data_dir)

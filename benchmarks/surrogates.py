@@ -323,6 +323,7 @@ def forecast_vs_solver(args) -> list[dict[str, Any]]:
     from omegaconf import OmegaConf
 
     import datasets
+    from surrogate.cli import check_targets
     from surrogate.evaluate import rollout_batch
     from surrogate.pipeline import load_trained
 
@@ -341,6 +342,7 @@ def forecast_vs_solver(args) -> list[dict[str, Any]]:
             )
             continue
         cfg = OmegaConf.load(run_dir / "config.yaml")
+        check_targets(cfg)  # a run directory may come from someone else
         data_dir = pathlib.Path(cfg.data.path)
         solver = hydra.utils.instantiate(cfg.solver, _convert_="all")
         forecaster = load_trained(run_dir, data_dir)

@@ -159,10 +159,19 @@ def check_run_name(name: Any) -> str:
     return name
 
 
-def _targets(cfg) -> dict[str, Any]:
-    """Every ``_target_`` of the config (but Hydra's ``hydra`` node), checked, by key path.
+def check_targets(cfg) -> dict[str, Any]:
+    """Every ``_target_`` of a config (but Hydra's ``hydra`` node), checked, by key path.
 
-    Nothing outside the trusted code (:func:`solvers.resolve_trusted`) is imported.
+    Call it before instantiating any node of a config that may come from someone else
+    (a composed config, a run directory's stored ``config.yaml``).
+
+    Returns:
+        The class or function each ``_target_`` names, by key path (``"solver"``,
+        ``"hybrid.runner.indicators[0]"``, ...).
+
+    Raises:
+        solvers.UntrustedCodeError: naming the key path and the target; nothing outside
+            the trusted code (:func:`solvers.resolve_trusted`) was imported.
     """
     from solvers.registry import resolve_trusted
 
@@ -212,7 +221,7 @@ def check_config(cfg, stages=STAGES) -> dict[str, Any]:
     from solvers.config_schema import ConfigError, check_kwargs
     from surrogate.train import TrainConfig
 
-    targets = _targets(cfg)  # before anything else imports or builds a target
+    targets = check_targets(cfg)  # before anything else imports or builds a target
 
     def target(path: str):
         if path not in targets:

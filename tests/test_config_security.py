@@ -22,6 +22,7 @@ from surrogate.cli import (
     check_config,
     check_hybrid_against_solver,
     check_job_dirs,
+    check_targets,
     generate_message,
 )
 
@@ -95,6 +96,17 @@ def test_an_untrusted_target_is_refused_in_every_node_without_importing_it(node,
     with pytest.raises(solvers.UntrustedCodeError) as info:
         check_config(cfg)
     assert f"{node}._target_ = '{name}.make' is outside the trusted modules" in str(info.value)
+    assert name not in sys.modules and not marker.exists()
+
+
+def test_a_stored_run_config_is_checked_before_it_is_built(probe):
+    """Benchmarks rebuild solvers and runners from a run directory's config.yaml."""
+    name, marker = probe
+    stored = OmegaConf.create({"solver": {"_target_": "solvers.Burgers"}, "hybrid": {}})
+    assert check_targets(stored) == {"solver": solvers.Burgers}
+    stored.hybrid = {"runner": {"indicators": [{"_target_": f"{name}.make"}]}}
+    with pytest.raises(solvers.UntrustedCodeError, match=r"hybrid.runner.indicators\[0\]"):
+        check_targets(stored)
     assert name not in sys.modules and not marker.exists()
 
 
