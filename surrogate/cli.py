@@ -189,9 +189,8 @@ def check_targets(cfg) -> dict[str, Any]:
             for i, sub in enumerate(value):
                 walk(sub, f"{path}[{i}]")
 
-    for key in cfg:
-        if key != "hydra":  # Hydra's own nodes (launchers, callbacks, sweepers)
-            walk(_plain_value(cfg[key]), str(key))
+    # Hydra's own nodes (launchers, callbacks, sweepers) are Hydra's business.
+    walk({k: _plain_value(cfg[k]) for k in cfg if k != "hydra"}, "")
     return found
 
 

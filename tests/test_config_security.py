@@ -108,6 +108,8 @@ def test_a_stored_run_config_is_checked_before_it_is_built(probe):
     with pytest.raises(solvers.UntrustedCodeError, match=r"hybrid.runner.indicators\[0\]"):
         check_targets(stored)
     assert name not in sys.modules and not marker.exists()
+    with pytest.raises(solvers.UntrustedCodeError, match=r"^_target_ = 'os.system'"):
+        check_targets(OmegaConf.create({"_target_": "os.system"}))  # the root node too
 
 
 def test_the_dataset_entry_point_refuses_an_untrusted_solver_target(probe, config, tmp_path):
