@@ -176,7 +176,7 @@ def at_resolution(
     for key in ("num_points", "num_substeps"):
         if key not in cfg:
             raise ValueError(f"{owner}: config() has no {key!r}, so it cannot be rebuilt")
-    old = _sizes(cfg["num_points"])
+    old = tuple(solver.grid.num_points)
     new = _sizes(num_points)
     if len(new) == 1 and len(old) > 1:
         new = new * len(old)

@@ -97,6 +97,73 @@ class _Doc:
         )
 
 
+def _front_section(doc: _Doc, run_dir: Path) -> None:
+    """The verdict first: speed-up at matched error, lead, error level, break-even."""
+    path = run_dir / "front.json"
+    if not path.exists():
+        return
+    from surrogate.front_stage import headline
+
+    front = json.loads(path.read_text())
+    doc.h("Verdict: is the learned stepper worth using here?")
+    doc.p(headline(front) + ".")
+    bound = front.get("bound")
+    if bound == "upper":
+        doc.p(
+            "Its error is above every solver on the ladder: the figure compares it with the "
+            "cheapest solver, so it is at most this fast at matched error; a cheaper, coarser "
+            "solver could match it."
+        )
+    elif bound == "lower":
+        doc.p(
+            "Its error is below that of the solvers it could be matched against: the figure is a "
+            "lower bound."
+        )
+    sp = front.get("speedup_at_matched_error")
+    if sp is not None and sp < 1:
+        doc.p("Warning: at matched error the solver ladder is faster than the learned stepper.")
+    rows = []
+    for e in front.get("steppers", []):
+        corr_t = e.get("time_to_corr_095")
+        censored = e.get("time_to_corr_095_bound") == "lower"
+        rows.append(
+            [
+                e.get("kind"),
+                e.get("name"),
+                e.get("substeps") if e.get("substeps") is not None else "-",
+                1e3 * e["cost_s_per_trajectory_per_time_unit"]
+                if e.get("cost_s_per_trajectory_per_time_unit") is not None
+                else None,
+                e.get("error_at_lead"),
+                f"> {_fmt(corr_t)}" if censored else corr_t,
+                e.get("spectrum_max_rel_error"),
+                e.get("enstrophy_rel_error"),
+                e.get("speedup_at_matched_error"),
+            ]
+        )
+    doc.table(
+        [
+            "kind",
+            "stepper",
+            "substeps",
+            "cost [ms / trajectory / time unit]",
+            f"nRMSE at lead {front.get('lead')}",
+            "time to corr < 0.95",
+            "long-run spectrum max rel. error",
+            "enstrophy rel. error",
+            "speed-up at matched error",
+        ],
+        rows,
+    )
+    doc.p(
+        f"Batch {front.get('batch_size')}, compile time excluded, same device; errors against "
+        f"the fine reference, both projected onto {front.get('comparison_grid')}. "
+        + str(front.get("upfront_cost_note", ""))
+    )
+    if (run_dir / "figures" / "front.png").exists():
+        doc.img("figures/front.png", "Cost-accuracy front: solver ladder and learned stepper")
+
+
 def write_report(
     run_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -118,6 +185,7 @@ def write_report(
 
     info = datasets.dataset_info(data_dir)
     doc = _Doc(f"Run report: {run_dir.name}")
+    _front_section(doc, run_dir)
     doc.p(
         f"Solver `{info.get('solver')}` on grid {tuple(info['grid']['num_points'])} "
         f"(axes {tuple(info['grid']['axes'])}), output interval dt = {info['dt']:g}; "

@@ -130,7 +130,8 @@ def test_gradient_through_the_unrolled_solver_matches_finite_differences(setup):
             two = c.step_batch(one[:, None], p)
             return jnp.mean((one - y[:, 0]) ** 2) + jnp.mean((two - y[:, 1]) ** 2)
 
-        grads = jax.grad(loss)(c.params)
+        loss = jax.jit(loss)
+        grads = jax.jit(jax.grad(loss))(c.params)
         flat, unravel = jax.flatten_util.ravel_pytree(c.params)
         g = jax.flatten_util.ravel_pytree(grads)[0]
         direction = jax.random.normal(jax.random.key(5), flat.shape, flat.dtype)
