@@ -15,7 +15,13 @@ compute (parameters stay float32).
 Exactness: the batch at step ``s`` is a pure function of ``(seed, s)`` (the loader), the
 noise key is ``fold_in(key(seed), s)``, and a checkpoint holds parameters, optimizer state
 and step; resuming from a checkpoint replays the identical computation, so N straight
-steps and k steps + kill + resume to N give bitwise-identical parameters and losses on CPU.
+steps and k steps + kill + resume to N give bitwise-identical parameters and losses on CPU,
+whatever the point of the kill (between a "best" and a "last" save included).
+
+Integrity: each checkpoint step carries the sha256 of its files, verified before it is
+restored (a corrupted step is set aside and the previous one used); a run directory is
+locked while it trains; a resume with other settings or another forecaster is refused
+unless forced, and a forced change is recorded.
 """
 
 from __future__ import annotations
@@ -709,8 +715,8 @@ class TrainResult:
     config_changes: list[dict] = dataclasses.field(default_factory=list)
 
 
-# Settings that change no result: a resume may change them freely.
-_RESUME_FREE_KEYS = frozenset({"keep_checkpoints"})
+# Settings that change no parameter and no metric: a resume may change them freely.
+_RESUME_FREE_KEYS = frozenset({"keep_checkpoints", "checkpoint_every"})
 
 
 def train(

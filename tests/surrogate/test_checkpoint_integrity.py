@@ -18,12 +18,14 @@ import pytest
 from solvers import KuramotoSivashinsky, rollout
 from surrogate import train as train_module
 from surrogate.forecaster import ForecasterSpec
+from surrogate.pipeline import stage_train
 from surrogate.train import (
     CheckpointCorruptedError,
     MetricsLog,
     RunLockedError,
     TrainConfig,
     init_forecaster,
+    run_lock,
     train,
 )
 
@@ -255,17 +257,22 @@ def test_second_training_in_a_run_directory_is_refused(setup, tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(
-            RunLockedError, match=rf"{re.escape(str(d))} is in use by process {holder.pid}"
-        ):
+        refused = rf"{re.escape(str(d))} is in use by process {holder.pid}"
+        with pytest.raises(RunLockedError, match=refused):
             run(setup, d, config(), stop_at=0)
+        # the pipeline's train stage holds the run directory before it looks at anything
+        with pytest.raises(RunLockedError, match=refused):
+            stage_train(
+                tmp_path / "no-data", d, model_name="fno", model_kwargs={}, train_config=config()
+            )
     finally:
         holder.kill()
         holder.wait()
     # the holder died: its lock file (its pid still inside) is taken over
-    res = run(setup, d, config(), stop_at=0)
+    with run_lock(d):  # re-entrant in one process (a pipeline holding it calls train)
+        res = run(setup, d, config(), stop_at=0)
+        assert (d / ".lock").read_text().strip() == str(os.getpid())
     assert res.step == 0
-    assert (d / ".lock").read_text().strip() == str(os.getpid())
 
 
 def test_resume_with_changed_settings_is_refused_unless_forced(setup, tmp_path):
