@@ -1,6 +1,6 @@
 """Hydra entry points: the whole pipeline and each stage on its own.
 
-    hs-pipeline [overrides]      generate -> validate -> train -> evaluate -> hybrid -> report
+    hs-pipeline [overrides]      generate -> validate -> train -> evaluate -> hybrid -> front -> report
     hs-generate / hs-validate / hs-train / hs-evaluate / hs-hybrid / hs-report [overrides]
     python -m surrogate [overrides]          same as hs-pipeline
 
@@ -27,11 +27,12 @@ from hydra.experimental.callback import Callback
 
 log = logging.getLogger("surrogate")
 
-STAGES = ("generate", "validate", "train", "evaluate", "hybrid", "report")
+STAGES = ("generate", "validate", "train", "evaluate", "hybrid", "front", "report")
 _MODEL_RUNTIME = ("in_channels", "out_channels", "spatial_dims", "rngs", "dtype", "param_dtype")
 _DATA_NON_GENERATE = ("path",)
 _EVALUATE_RUNTIME = ("forecaster", "solver", "data_dir", "run_dir", "mesh")
-_NODES = ("solver", "data", "model", "train", "hybrid", "distributed", "evaluate")
+_NODES = ("solver", "data", "model", "train", "hybrid", "distributed", "evaluate", "front")
+_FRONT_RUNTIME = ("stepper", "data_dir", "run_dir", "name", "seed", "progress")
 
 
 def require_project_datasets() -> None:
@@ -83,6 +84,12 @@ class RunKeys:
         name: run name; the run directory is ``runs/<name>``, so one path component.
         data_root: directory of the datasets.
         validate_resimulate: trajectories re-simulated by the validate stage (>= 0).
+        stepper: the learned stepper the train stage builds: ``forecaster`` (the network
+            alone) or ``correction`` (the dataset's solver on the dataset's grid plus a
+            network correction, trained through the solver).
+        front: :func:`surrogate.front_stage.stage_front` keywords (the ``front`` stage).
+        resume: training resumes its checkpoints (``true``), refuses to (``false``), or
+            resumes although settings changed (``force``, recorded in the run).
     """
 
     solver: dict
@@ -100,6 +107,9 @@ class RunKeys:
     name: str = "run"
     data_root: str = "data"
     validate_resimulate: int = 2
+    stepper: str = "forecaster"
+    front: dict | None = None
+    resume: bool | str = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +251,7 @@ def check_config(cfg, stages=STAGES) -> dict[str, Any]:
     data = {k: v for k, v in _plain(cfg.data).items() if k not in _DATA_NON_GENERATE}
     check_kwargs(datasets.generate, data, where="data", runtime=("solver", "out_dir", "config"))
     _check_evaluate(_plain(cfg.evaluate) if cfg.get("evaluate") is not None else {})
+    _check_front(cfg, stages)
     _check_hybrid(cfg, target)
     history = cfg.train.get("history", 1)
     later = [s for s in ("evaluate", "hybrid") if s in stages]
@@ -289,6 +300,29 @@ def _check_evaluate(ev: dict[str, Any]) -> None:
             _check_min(f"evaluate.{key}", ev[key], 1)
     if "long_rollout_steps" in ev:
         _check_min("evaluate.long_rollout_steps", ev["long_rollout_steps"], 1, optional=True)
+
+
+def _check_front(cfg, stages) -> None:
+    """``stepper`` and the ``front`` node: keywords of :func:`surrogate.front_stage.stage_front`."""
+    from solvers.config_schema import ConfigError, check_kwargs
+    from surrogate.front_stage import stage_front
+    from surrogate.pipeline import STEPPERS
+
+    if cfg.get("stepper", "forecaster") not in STEPPERS:
+        raise ConfigError(f"stepper = {cfg.get('stepper')!r} must be one of {', '.join(STEPPERS)}")
+    front = _plain(cfg.front) if cfg.get("front") is not None else {}
+    check_kwargs(stage_front, front, where="front", runtime=_FRONT_RUNTIME)
+    for key in ("num_trajectories", "num_leads", "lead", "repeats"):
+        if key in front:
+            _check_min(f"front.{key}", front[key], 1)
+    if "front" in stages and not front.get("ladder"):
+        raise ConfigError("front.ladder: the front stage needs a list of solver grids")
+    if "front" in stages and cfg.data.get("store_num_points") is None:
+        raise ConfigError(
+            "front: the front stage compares a stepper on a coarse grid with solvers on a "
+            "ladder of grids; set data.store_num_points (the stepper's grid) below the "
+            "solver's num_points"
+        )
 
 
 def _check_hybrid(cfg, target) -> None:
@@ -487,6 +521,7 @@ def run_stages(cfg, stages) -> Path:
     from omegaconf import OmegaConf
 
     from surrogate import pipeline
+    from surrogate.front_stage import add_stage_time, stage_front, stepper_solver
 
     require_project_datasets()
     # orbax reports every save at INFO through absl; keep the console for our own progress.
@@ -550,19 +585,34 @@ def run_stages(cfg, stages) -> Path:
                 train_config=instantiate(cfg.train, _convert_="all"),
                 progress=bool(cfg.get("progress", True)) and is_primary(),
                 mesh=mesh,
+                stepper=cfg.get("stepper", "forecaster"),
+                resume=cfg.get("resume", True),
             )
-        elif stage in ("evaluate", "hybrid"):
+        elif stage in ("evaluate", "hybrid", "front"):
             if forecaster is None:
                 forecaster = pipeline.load_trained(run_dir, data_dir)
+            # A stepper trained on coarse-grained data lives on the dataset's grid: the
+            # evaluation's baselines and the hybrid runner take the solver rebuilt there.
+            own = stepper_solver(solver, forecaster)
             if stage == "evaluate":
                 ev = cfg.get("evaluate", {})
                 pipeline.stage_evaluate(
-                    forecaster, solver, data_dir, run_dir, mesh=mesh, **_plain(ev) if ev else {}
+                    forecaster, own, data_dir, run_dir, mesh=mesh, **_plain(ev) if ev else {}
                 )
+            elif stage == "front":
+                if is_primary():
+                    name, _ = model_name_of(cfg)
+                    stage_front(
+                        forecaster,
+                        data_dir,
+                        run_dir,
+                        name=f"{cfg.get('stepper', 'forecaster')}-{name}",
+                        seed=int(cfg.data.get("seed", 0)),
+                        progress=bool(cfg.get("progress", True)),
+                        **_plain(cfg.front),
+                    )
             else:
-                runner = instantiate(
-                    cfg.hybrid.runner, solver=solver, surrogate=forecaster, mesh=mesh
-                )
+                runner = instantiate(cfg.hybrid.runner, solver=own, surrogate=forecaster, mesh=mesh)
                 sweep = cfg.hybrid.get("sweep") or {}
                 pipeline.stage_hybrid(
                     runner,
@@ -580,6 +630,8 @@ def run_stages(cfg, stages) -> Path:
             print(f"report: {path}")
         barrier(f"hs-pipeline:{stage}")  # no process reads a stage's files before they exist
         timings[stage] = time.perf_counter() - t0
+        if is_primary():  # cumulative over resumes: the front counts data and training cost
+            add_stage_time(run_dir, stage, timings[stage])
         log.info("stage %s done in %.1f s", stage, timings[stage])
     return run_dir
 
@@ -622,4 +674,5 @@ validate = _single("validate")
 train = _single("train")
 evaluate = _single("evaluate")
 hybrid = _single("hybrid")
+front = _single("front")
 report = _single("report")

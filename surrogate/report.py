@@ -221,9 +221,15 @@ def write_report(
         ]
         plots.plot_training_curves(plot_records, figures / "training.png")
         last = records[-1]
+        shipped = ""
+        meta_path = run_dir / "train" / "training.json"
+        if meta_path.exists():
+            best_step = json.loads(meta_path.read_text()).get("best_step")
+            if best_step is not None:
+                shipped = f" The shipped model is the one of step {best_step} (best validation)."
         doc.p(
             f"{last['step']} optimizer steps; final training loss {last['loss']:.3g} (MSE in units "
-            "of the one-step-change std); validation: normalised RMSE of rollouts."
+            "of the one-step-change std); validation: normalised RMSE of rollouts." + shipped
         )
         doc.img("figures/training.png", "Training loss and validation rollout error against step")
 

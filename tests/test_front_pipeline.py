@@ -1,0 +1,78 @@
+"""The main job's chain in miniature: coarse-grained data, a learned correction, its front."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from surrogate.front_stage import add_stage_time, headline, read_stage_times
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = ("speedup_at_matched_error", "lead", "matched_error", "breakeven_time_units", "stepper")
+
+
+def test_headline_states_speedup_lead_error_and_breakeven():
+    front = {
+        "stepper": "correction-fno",
+        "speedup_at_matched_error": 3.0,
+        "bound": None,
+        "matched_error": 0.25,
+        "lead": 2,
+        "batch_size": 8,
+        "breakeven_time_units": 1200.0,
+    }
+    text = headline(front)
+    for part in ("correction-fno", "3x", "0.25", "lead 2", "batch 8", "1.2e+03"):
+        assert part in text, (part, text)
+    assert "<= 3x" in headline({**front, "bound": "upper"})
+    assert "never" in headline({**front, "breakeven_time_units": None})
+
+
+def test_stage_times_add_up_over_resumes(tmp_path):
+    add_stage_time(tmp_path, "train", 10.0)
+    add_stage_time(tmp_path, "train", 2.5)
+    add_stage_time(tmp_path, "generate", 1.0)
+    assert read_stage_times(tmp_path) == {"train": 12.5, "generate": 1.0}
+    (tmp_path / "stage_times.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="stage_times.json"):
+        read_stage_times(tmp_path)
+
+
+@pytest.mark.integration
+def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "surrogate",
+        "experiment=tiny_front",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.path={tmp_path / 'data'}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    front = json.loads((run / "front.json").read_text())
+    for key in REQUIRED:
+        assert key in front, key
+    assert front["stepper"] == "correction-fno"
+    kinds = [s["kind"] for s in front["steppers"]]
+    assert kinds == ["reference", "solver", "solver", "learned"]
+    ref = front["steppers"][0]
+    # why: the reference scored against itself; nRMSE is exactly 0 up to float32 round-off.
+    assert max(ref["error"]) < 1e-6
+    assert (run / "figures" / "front.png").stat().st_size > 0
+    report = (run / "report.md").read_text()
+    first = report.split("\n## ", 2)[1]
+    assert first.startswith("Verdict") and "faster than the solver ladder" in first
+    times = json.loads((run / "stage_times.json").read_text())
+    assert times["generate"] > 0 and times["train"] > 0
+    # The bundle is a learned correction: it reloads with its coarse solver.
+    from surrogate.correction import LearnedCorrection, load_stepper
+
+    assert isinstance(load_stepper(run / "forecaster"), LearnedCorrection)
