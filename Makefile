@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-slow lint format bench clean
+.PHONY: setup run test test-quick test-integration test-slow lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -20,8 +20,17 @@ setup: $(STAMP)
 run: $(STAMP)
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/hs-pipeline
 
+# `make test` (what CI runs): the default suite, then the integration group (subprocess
+# launches: examples, tiny pipelines, several processes or devices, kill and resume).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m integration
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m integration
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -35,6 +35,7 @@ def test_every_benchmark_is_covered():
     assert {"hybrid.py", "scaling.py", "solvers.py", "datasets.py"} <= set(SCRIPTS)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_script_parses_help_and_sees_the_project_packages(script):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -233,6 +233,7 @@ print(json.dumps({"processes": jax.process_count(), "global_devices": jax.device
 """
 
 
+@pytest.mark.integration
 def test_two_processes_each_get_the_whole_sharded_result(four_devices, four_devices_dir, tmp_path):
     # 2 processes x 2 devices: the same 4-device program, outputs gathered across
     # processes (surrogate.distributed.to_host); both hold all 8 members.

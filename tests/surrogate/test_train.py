@@ -170,6 +170,7 @@ def test_bitwise_resume_after_stop(setup, tmp_path):
         )
 
 
+@pytest.mark.integration
 def test_bitwise_resume_after_sigkill(setup, tmp_path):
     """Kill -9 the training process after its step-10 checkpoint, rerun, compare."""
     _, data, spec, stats = setup
