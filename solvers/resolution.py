@@ -225,4 +225,90 @@ def at_resolution(
     raise ValueError(f"{owner}: found no stable num_substeps for num_points={value!r}")
 
 
-__all__ = ["at_resolution", "coarsen", "refine", "spectral_resample"]
+class Resampled:
+    """A stepper seen through another grid: refine (or project), advance, project back.
+
+    ``Resampled(solver_64, (32, 32))(x32) = P_32(solver_64(R_64(x32)))`` with ``R`` the
+    spectral interpolation (zero padding) and ``P`` the Fourier truncation of
+    :func:`spectral_resample`. It lets a finer (or coarser) solver stand in for the solver
+    of a coarse-grid stepper, e.g. in the hybrid runner, whose engines share one state
+    layout. Scales the inner grid cannot hold are lost at each step, so it is the inner
+    stepper restarted from the outer grid's information every interval.
+
+    Args:
+        stepper: the inner stepper (any pytree stepper with ``grid``, ``dt``, ``variables``).
+        num_points: the outer grid, one size per axis of the inner grid (an int: square).
+    """
+
+    def __init__(self, stepper: Any, num_points: int | Sequence[int]) -> None:
+        inner = tuple(stepper.grid.num_points)
+        outer = _sizes(num_points)
+        if len(outer) == 1 and len(inner) > 1:
+            outer = outer * len(inner)
+        if len(outer) != len(inner) or any(n < 2 for n in outer):
+            raise ValueError(
+                f"Resampled: num_points {num_points!r} must give one size >= 2 per axis of "
+                f"the inner grid {inner}"
+            )
+        object.__setattr__(self, "stepper", stepper)
+        object.__setattr__(self, "num_points", outer)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Resampled is immutable")
+
+    @property
+    def grid(self):
+        """The outer grid (same domain as the inner one)."""
+        import dataclasses
+
+        return dataclasses.replace(self.stepper.grid, num_points=self.num_points)
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return (len(self.variables), *self.num_points)
+
+    def __getattr__(self, name: str) -> Any:
+        # dt, variables, units, long_names, time_units, name, precision, conserved_means
+        if name in ("stepper", "num_points"):
+            raise AttributeError(name)
+        return getattr(self.stepper, name)
+
+    def to_inner(self, state: Array) -> Array:
+        """``state`` on the outer grid -> the inner grid."""
+        return spectral_resample(state, tuple(self.stepper.grid.num_points))
+
+    def __call__(self, state: Array) -> Array:
+        """Advance ``(C, *outer grid)`` by ``dt`` through the inner stepper."""
+        return spectral_resample(self.stepper(self.to_inner(state)), self.num_points)
+
+    advance = __call__
+
+    def diagnostics(self, state: Array) -> dict[str, Array]:
+        """The inner stepper's diagnostics of the interpolated state."""
+        return self.stepper.diagnostics(self.to_inner(state))
+
+    def courant_number(self, state: Array) -> Array:
+        """The inner stepper's Courant number of the interpolated state."""
+        return self.stepper.courant_number(self.to_inner(state))
+
+    def config(self) -> dict[str, Any]:
+        inner = self.stepper.config() if hasattr(self.stepper, "config") else {}
+        return {"resampled_to": list(self.num_points), **inner}
+
+    def __repr__(self) -> str:
+        return f"Resampled({self.stepper!r}, num_points={self.num_points})"
+
+
+def _unflatten_resampled(num_points, children) -> Resampled:
+    obj = object.__new__(Resampled)
+    object.__setattr__(obj, "stepper", children[0])
+    object.__setattr__(obj, "num_points", num_points)
+    return obj
+
+
+jax.tree_util.register_pytree_node(
+    Resampled, lambda r: ((r.stepper,), r.num_points), _unflatten_resampled
+)
+
+
+__all__ = ["Resampled", "at_resolution", "coarsen", "refine", "spectral_resample"]

@@ -125,6 +125,8 @@ def stage_front(
     long_rollout_steps: int = 64,
     seed: int = 0,
     repeats: int = 3,
+    hybrid_solver_grid: int | None = None,
+    hybrid_every: int = 4,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the front of ``stepper`` against the dataset's fine solver; write its files.
@@ -144,6 +146,11 @@ def stage_front(
         long_rollout_steps: intervals of the long runs for spectra (0: skip).
         seed: the dataset's seed (initial states use indices past the dataset's).
         repeats: timed runs per stepper.
+        hybrid_solver_grid: with a grid size, the front also runs the hybrid runner: the
+            learned stepper on its grid, re-anchored every ``hybrid_every``-th step by the
+            fine solver's class on this grid (seen through the stepper's grid,
+            :class:`solvers.resolution.Resampled`). ``None``: no hybrid.
+        hybrid_every: the hybrid's period ``k`` (:class:`surrogate.hybrid.EveryK`).
         progress: progress bar.
 
     Returns:
@@ -166,6 +173,11 @@ def stage_front(
     clim = dataset_climatology(data_dir, stepper_solver(fine, stepper))
     times = read_stage_times(run_dir)
     upfront = times.get("generate", 0.0) + times.get("train", 0.0)
+    hybrids = None
+    if hybrid_solver_grid is not None:
+        hybrids = lambda x, n: [  # noqa: E731
+            hybrid_run(fine, stepper, x, n, int(hybrid_solver_grid), int(hybrid_every))
+        ]
     front = run_front(
         fine,
         list(ladder),
@@ -179,6 +191,7 @@ def stage_front(
         progress=progress,
         reference_enstrophy=clim["enstrophy"],
         repeats=int(repeats),
+        hybrid=hybrids,
     )
     record = front.to_json_dict()
     record["upfront_cost_note"] = (
@@ -198,6 +211,28 @@ def stage_front(
     plot_front(front, run_dir / "figures" / "front.png")
     log.info("front: %s (%.1f s)", headline(data), record["wall_s"])
     return data
+
+
+def hybrid_run(fine: Any, stepper: Any, x0_fine: Any, num_steps: int, solver_grid: int, every: int):
+    """The hybrid runner on the front's states: ``stepper`` re-anchored by a finer solver.
+
+    Returns a :class:`surrogate.front.Precomputed` whose cost is the runner's wall time of
+    a second run (the first compiles), per trajectory per time unit.
+    """
+    from solvers.resolution import Resampled, at_resolution, spectral_resample
+    from surrogate.front import Precomputed
+    from surrogate.hybrid import EveryK, HybridRunner
+
+    grid = tuple(stepper.grid.num_points)
+    solver = Resampled(at_resolution(fine, solver_grid), grid)
+    runner = HybridRunner(solver, stepper, EveryK(k=every))
+    x0 = spectral_resample(jax.numpy.asarray(x0_fine), grid)
+    runner.run(x0, num_steps)  # compiles
+    res = runner.run(x0, num_steps)
+    batch = int(x0.shape[0])
+    cost = float(res.wall_time) / (batch * num_steps * float(stepper.dt))
+    name = f"hybrid: {solver_grid}x{solver_grid} solver on 1 step in {every}"
+    return Precomputed(name, np.asarray(res.states), cost)
 
 
 def headline(front: Mapping[str, Any]) -> str:

@@ -62,7 +62,7 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
         assert key in front, key
     assert front["stepper"] == "correction-fno"
     kinds = [s["kind"] for s in front["steppers"]]
-    assert kinds == ["reference", "solver", "solver", "learned"]
+    assert kinds == ["reference", "solver", "solver", "learned", "hybrid"]
     ref = front["steppers"][0]
     # why: the reference scored against itself; nRMSE is exactly 0 up to float32 round-off.
     assert max(ref["error"]) < 1e-6
