@@ -439,6 +439,7 @@ def _free_slurm_job_id() -> int:
     raise RuntimeError("no free port in 61440..65535")
 
 
+@pytest.mark.integration
 def test_slurm_step_is_detected_and_joined(tmp_path):
     job = _free_slurm_job_id()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
@@ -479,6 +480,7 @@ print("survived the barrier", flush=True)
 """
 
 
+@pytest.mark.integration
 def test_without_a_launcher_jax_ends_the_survivors_of_a_dead_process(tmp_path):
     port = str(_free_port())
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}

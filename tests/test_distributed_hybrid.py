@@ -157,6 +157,7 @@ def four_devices(four_devices_dir) -> dict:
     return run_script(FOUR_DEVICES, 4, str(four_devices_dir), timeout=240.0)
 
 
+@pytest.mark.integration
 def test_sharded_always_solver_run_equals_one_device(four_devices):
     r = four_devices
     assert r["devices"] == 4
@@ -171,6 +172,7 @@ def test_sharded_always_solver_run_equals_one_device(four_devices):
     assert r["config_devices"] == [None, 4]
 
 
+@pytest.mark.integration
 def test_sharded_threshold_run_logs_the_same_engines(four_devices, four_devices_dir):
     r = four_devices
     one, four = (np.asarray(e) for e in r["engine"])
@@ -196,12 +198,14 @@ def test_sharded_threshold_run_logs_the_same_engines(four_devices, four_devices_
     np.testing.assert_allclose(four_states, one_states, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_sharded_batch_must_divide_by_the_devices(four_devices):
     err = four_devices["error"]
     assert err is not None and "HybridRunner.run" in err
     assert "batch size 6 is not divisible by the 4 devices" in err
 
 
+@pytest.mark.integration
 def test_sharded_threshold_sweep_reuses_one_compilation(four_devices):
     r = four_devices
     # Thresholds are traced and the mesh runs above built both programs (hybrid and
@@ -212,6 +216,7 @@ def test_sharded_threshold_sweep_reuses_one_compilation(four_devices):
     assert r["sweep_devices"] == 4
 
 
+@pytest.mark.integration
 def test_sharded_compare_cost_runs_both_on_the_mesh(four_devices):
     c = four_devices["compare"]
     assert c["devices"] == [4, 4]

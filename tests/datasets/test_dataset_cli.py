@@ -61,6 +61,7 @@ def _cli(tmp_path: pathlib.Path, *overrides: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.integration
 def test_hydra_entry_point_generates_with_provenance(tmp_path):
     proc = _cli(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
