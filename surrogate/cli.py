@@ -204,7 +204,7 @@ def check_targets(cfg) -> dict[str, Any]:
     return found
 
 
-def check_config(cfg, stages=STAGES) -> dict[str, Any]:
+def check_config(cfg, stages=None) -> dict[str, Any]:
     """Check the whole config before any work: keys, types, values and every ``_target_``.
 
     Every ``_target_`` (any node but ``hydra``) is checked first, before anything is
@@ -216,7 +216,8 @@ def check_config(cfg, stages=STAGES) -> dict[str, Any]:
 
     Args:
         cfg: the composed config (with or without the ``hydra`` node).
-        stages: the stages that will run (some checks concern only some stages).
+        stages: the stages that will run (some checks concern only some stages);
+            default: the config's ``stages``.
 
     Returns:
         The class or function each ``_target_`` names, by key path (``"solver"``,
@@ -231,6 +232,8 @@ def check_config(cfg, stages=STAGES) -> dict[str, Any]:
     from surrogate.train import TrainConfig
 
     targets = check_targets(cfg)  # before anything else imports or builds a target
+    if stages is None:
+        stages = list(_plain_value(cfg.get("stages", STAGES)))
 
     def target(path: str):
         if path not in targets:
@@ -254,7 +257,7 @@ def check_config(cfg, stages=STAGES) -> dict[str, Any]:
     _check_front(cfg, stages)
     _check_hybrid(cfg, target)
     history = cfg.train.get("history", 1)
-    later = [s for s in ("evaluate", "hybrid") if s in stages]
+    later = [s for s in ("evaluate", "hybrid", "front") if s in stages]
     if history != 1 and later:
         raise ConfigError(
             f"train.history = {history}: the {' and '.join(later)} stage(s) step one state at "

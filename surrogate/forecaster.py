@@ -255,11 +255,13 @@ class Forecaster:
     ) -> Forecaster:
         graphdef, params = nnx.split(network)
         c = len(spec.variables)
-        if normalization.state_mean.shape != (c,):
-            raise ValueError(
-                f"Forecaster: normalisation has {normalization.state_mean.shape[0]} channels, "
-                f"spec has {c} variables {spec.variables}"
-            )
+        for f in dataclasses.fields(normalization):
+            shape = tuple(np.shape(getattr(normalization, f.name)))
+            if shape != (c,):
+                raise ValueError(
+                    f"Forecaster: normalisation {f.name} has shape {shape}, expected ({c},): "
+                    f"one entry per variable {spec.variables}"
+                )
         return cls(spec, graphdef, params, normalization)
 
     def replace(self, **changes) -> Forecaster:

@@ -338,7 +338,8 @@ def stage_evaluate(
     )
     if not is_primary():
         return ds
-    save_evaluation(ds, out)
+    # evaluation.nc marks the stage complete, so it is written last: a kill while the
+    # figures are drawn leaves no evaluation.nc, and the rerun redoes the stage.
     figures.mkdir(parents=True, exist_ok=True)
     plots.plot_skill(ds, figures / "skill.png")
     plots.plot_spectra(ds, figures / "spectra.png")
@@ -362,6 +363,7 @@ def stage_evaluate(
         dt=solver.dt,
         variables=solver.variables,
     )
+    save_evaluation(ds, out)
     log.info("evaluate: done (%.1f s)", time.perf_counter() - t0)
     return ds
 

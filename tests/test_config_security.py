@@ -207,7 +207,7 @@ def test_multirun_job_directories_stay_in_the_sweep_directory():
         ("stages", ["train", "evalute"], r"stages: unknown stage\(s\) \['evalute'\]"),
         ("data_parallel", "maybe", r"data_parallel = 'maybe' must be true, false or auto"),
         ("distributed.enabeld", True, r"distributed: unknown key 'enabeld'"),
-        ("train.history", 2, r"train.history = 2: the evaluate and hybrid stage"),
+        ("train.history", 2, r"train.history = 2: the evaluate and front stage"),
     ],
 )
 def test_bad_keys_fail_at_start_up_naming_them(config, key, value, message):

@@ -72,7 +72,22 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
     assert first.startswith("Verdict") and "faster than the solver ladder" in first
     times = json.loads((run / "stage_times.json").read_text())
     assert times["generate"] > 0 and times["train"] > 0
+    assert "data generation" in front["upfront_cost_note"]
     # The bundle is a learned correction: it reloads with its coarse solver.
     from surrogate.correction import LearnedCorrection, load_stepper
 
     assert isinstance(load_stepper(run / "forecaster"), LearnedCorrection)
+
+
+def test_generation_seconds_sum_completed_runs_only():
+    from surrogate.front_stage import generation_seconds
+
+    history = [
+        {"event": "started", "time": "2026-01-01T00:00:00+00:00"},
+        {"event": "started", "time": "2026-01-01T01:00:00+00:00"},  # the first was killed
+        {"event": "completed", "time": "2026-01-01T01:02:00+00:00"},
+        {"event": "started", "time": "2026-01-01T02:00:00+00:00"},
+        {"event": "completed", "time": "2026-01-01T02:00:30+00:00"},
+    ]
+    assert generation_seconds({"history": history}) == 150.0
+    assert generation_seconds({}) == 0.0
