@@ -7,7 +7,7 @@ JSON line per run and per swept threshold: solver share, speed-up over the pure 
 RMSE against the solver at a short lead, and the largest relative error of the long-run mean
 spectrum. The figure is ``<run_dir>/figures/hybrid_tradeoff.png``.
 
-    hs-pipeline                               # KS: runs/ks-fno
+    hs-pipeline experiment=ks                 # KS: runs/ks-fno
     hs-pipeline experiment=kolmogorov         # Navier-Stokes: runs/kolmogorov-fno
     python benchmarks/hybrid.py runs/ks-fno runs/kolmogorov-fno [--num-steps 400]
 """

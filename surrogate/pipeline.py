@@ -284,7 +284,6 @@ def _stage_train(
     return result.best_forecaster
 
 
-
 def _conserved_means(info: Mapping[str, Any]) -> tuple[str, ...]:
     """The solver's exactly conserved means, from the dataset's recorded solver name."""
     from solvers import get_solver_class
