@@ -266,7 +266,11 @@ def headline(front: Mapping[str, Any]) -> str:
     bound = front.get("bound")
     rel = {"lower": ">= ", "upper": "<= "}.get(bound, "")
     be = front.get("breakeven_time_units")
-    be_txt = "never (no saving)" if be is None else f"{be:.3g} time units per trajectory"
+    be_txt = (
+        "never (no saving)"
+        if be is None
+        else f"{be:.3g} simulated time units (summed over trajectories)"
+    )
     return (
         f"{front.get('stepper')}: {rel}{s:.3g}x faster than the solver ladder at matched "
         f"error {front.get('matched_error', float('nan')):.3g} (nRMSE) at lead "
