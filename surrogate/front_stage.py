@@ -216,23 +216,20 @@ def stage_front(
         repeats=int(repeats),
         hybrid=hybrids,
     )
-    record = front.to_json_dict()
-    record["upfront_cost_note"] = (
+    from surrogate.pipeline import _atomic_write_text
+
+    data = front.to_json_dict()
+    data["upfront_cost_note"] = (
         "up-front cost: data generation (the manifest's history) + training (the run's "
         f"stage_times.json) = {gen_s:.1f} + {times.get('train', 0.0):.1f} s"
     )
-    record["wall_s"] = time.perf_counter() - t0
-    front.write_json(out)
-    # write_json wrote the Front; add the stage's own notes beside it.
-    data = json.loads(out.read_text())
-    data.update({k: record[k] for k in ("upfront_cost_note", "wall_s")})
-    from surrogate.pipeline import _atomic_write_text
-
-    _atomic_write_text(out, json.dumps(data, indent=2))
+    data["wall_s"] = time.perf_counter() - t0
     _atomic_write_text(run_dir / "front.md", front.table_markdown())
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
     plot_front(front, run_dir / "figures" / "front.png")
-    log.info("front: %s (%.1f s)", headline(data), record["wall_s"])
+    # front.json marks the stage complete: written last, once.
+    _atomic_write_text(out, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    log.info("front: %s (%.1f s)", headline(data), data["wall_s"])
     return data
 
 
