@@ -90,6 +90,9 @@ class RunKeys:
         front: :func:`surrogate.front_stage.stage_front` keywords (the ``front`` stage).
         resume: training resumes its checkpoints (``true``), refuses to (``false``), or
             resumes although settings changed (``force``, recorded in the run).
+        on_change: what a rerun does when a finished stage of its run directory was made
+            with other settings: ``refuse`` (naming the changed keys) or ``redo`` (that
+            stage and the ones downstream; :mod:`surrogate.stage_records`).
     """
 
     solver: dict
@@ -110,6 +113,7 @@ class RunKeys:
     stepper: str = "forecaster"
     front: dict | None = None
     resume: bool | str = True
+    on_change: str = "refuse"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +284,7 @@ def _check_min(where: str, value: Any, minimum: int, *, optional: bool = False) 
 def _check_top_level(cfg) -> None:
     """The top-level keys (:class:`RunKeys`), the run name and the stage names."""
     from solvers.config_schema import ConfigError, check_kwargs
+    from surrogate.stage_records import ON_CHANGE
 
     top = {k: ({} if k in _NODES or k == "hydra" else _plain_value(cfg[k])) for k in cfg}
     check_kwargs(RunKeys, top, where="config", allow_missing=False)
@@ -290,6 +295,10 @@ def _check_top_level(cfg) -> None:
         raise ConfigError(f"stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     if top.get("data_parallel", "auto") not in (True, False, "auto"):
         raise ConfigError(f"data_parallel = {top['data_parallel']!r} must be true, false or auto")
+    if top.get("on_change", "refuse") not in ON_CHANGE:
+        raise ConfigError(f"on_change = {top['on_change']!r} must be one of {', '.join(ON_CHANGE)}")
+    if top.get("resume", True) not in (True, False, "force"):
+        raise ConfigError(f"resume = {top['resume']!r} must be true, false or force")
 
 
 def _check_evaluate(ev: dict[str, Any]) -> None:
@@ -525,6 +534,7 @@ def run_stages(cfg, stages) -> Path:
 
     from surrogate import pipeline
     from surrogate.front_stage import add_stage_time, stage_front, stepper_solver
+    from surrogate.stage_records import DEPENDS, check_run, record_stage
 
     require_project_datasets()
     # orbax reports every save at INFO through absl; keep the console for our own progress.
@@ -552,6 +562,15 @@ def run_stages(cfg, stages) -> Path:
     if "hybrid" in stages:
         check_hybrid_against_solver(cfg, solver)
     run_dir = _run_dir()
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    if is_primary():  # before config.yaml is rewritten: it must describe what is on disk
+        check_run(
+            run_dir,
+            plain,
+            on_change=cfg.get("on_change", "refuse"),
+            keep_checkpoints=cfg.get("resume", True) == "force",
+        )
+    barrier("hs-pipeline:stage-records")
     pipeline.write_run_metadata(run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     data_dir = Path(cfg.data.path)
     timings: dict[str, float] = {}
@@ -563,7 +582,8 @@ def run_stages(cfg, stages) -> Path:
         log.info("stage %s", stage)
         if stage == "generate":
             data = {k: v for k, v in _plain(cfg.data).items() if k not in _DATA_NON_GENERATE}
-            progress = data.pop("progress", True)
+            # progress=false silences every bar; data.progress only this one
+            progress = bool(data.pop("progress", True)) and bool(cfg.get("progress", True))
             try:
                 pipeline.stage_generate(
                     solver,
@@ -635,6 +655,8 @@ def run_stages(cfg, stages) -> Path:
         timings[stage] = time.perf_counter() - t0
         if is_primary():  # cumulative over resumes: the front counts data and training cost
             add_stage_time(run_dir, stage, timings[stage])
+            if stage in DEPENDS:
+                record_stage(run_dir, stage, plain)
         log.info("stage %s done in %.1f s", stage, timings[stage])
     return run_dir
 

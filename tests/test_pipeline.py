@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
@@ -131,6 +132,22 @@ def test_tiny_pipeline_end_to_end_and_resume(tmp_path):
     ):
         assert msg in log, msg
     assert (run / "forecaster" / "bundle.json").stat().st_mtime == bundle_mtime
+    # a changed training key is refused, naming it, and config.yaml still describes the run
+    proc3 = _run(["train.num_steps=14"], tmp_path, timeout=120)
+    assert proc3.returncode == 1
+    assert "train (forecaster, train): train.num_steps: 20 -> 14" in proc3.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["num_steps"] == 20
+    assert (run / "forecaster" / "bundle.json").stat().st_mtime == bundle_mtime
+    # on_change=redo retrains, drops the stale evaluation and report, and records the change
+    proc4 = _run(["train.num_steps=14", "on_change=redo", "stages=[train]"], tmp_path)
+    assert proc4.returncode == 0, proc4.stderr[-3000:]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["num_steps"] == 14
+    training = json.loads((run / "forecaster" / "bundle.json").read_text())
+    assert training["spec"]["provenance"]["train_config"]["num_steps"] == 14
+    for rel in ("evaluation.nc", "hybrid", "report.md", "report.html"):
+        assert not (run / rel).exists(), rel
+    stages = json.loads((run / "stages.json").read_text())
+    assert stages["train"]["train.num_steps"] == 14 and "evaluate" not in stages
 
 
 def test_bad_key_fails_at_start_up(tmp_path):
