@@ -73,7 +73,10 @@ class TrainConfig:
         weight_decay: AdamW decoupled weight decay.
         grad_clip_norm: global gradient-norm clip (``0`` disables).
         rollout_schedule: curriculum as ``[[step, k], ...]``: from ``step`` on, train
-            on ``k``-step rollouts. Must start at step 0.
+            on ``k``-step rollouts. Must start at step 0. A ``step`` given as a float
+            strictly between 0 and 1 is a fraction of ``num_steps`` (``[[0, 1], [0.5, 2]]``:
+            two-step rollouts for the second half), so the curriculum follows a changed
+            ``num_steps``; integers are absolute steps. Stored resolved to absolute steps.
         pushforward: gradient through the last rollout step only.
         input_noise_std: Gaussian noise added to inputs, in units of the state std.
         compute_dtype: ``"float32"`` or ``"bfloat16"``.
@@ -95,7 +98,7 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 1e-4
     grad_clip_norm: float = 1.0
-    rollout_schedule: tuple[tuple[int, int], ...] = ((0, 1),)
+    rollout_schedule: tuple[tuple[int | float, int], ...] = ((0, 1),)
     pushforward: bool = False
     input_noise_std: float = 0.0
     compute_dtype: str = "float32"
@@ -109,7 +112,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        sched = tuple((int(s), int(k)) for s, k in self.rollout_schedule)
+        sched = tuple(
+            (_schedule_step(s, self.num_steps), _schedule_k(k)) for s, k in self.rollout_schedule
+        )
         object.__setattr__(self, "rollout_schedule", sched)
         for name in (
             "num_steps",
@@ -165,6 +170,33 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["rollout_schedule"] = [list(x) for x in self.rollout_schedule]
         return d
+
+
+def _schedule_step(step: Any, num_steps: int) -> int:
+    """A curriculum switch point: an absolute step, or a fraction of ``num_steps`` in (0, 1)."""
+    if isinstance(step, bool) or not isinstance(step, int | float | np.integer | np.floating):
+        raise ValueError(
+            f"TrainConfig: rollout_schedule steps must be integers or fractions in (0, 1), "
+            f"got {step!r}"
+        )
+    if isinstance(step, float | np.floating) and not float(step).is_integer():
+        if not 0.0 < step < 1.0:
+            raise ValueError(
+                f"TrainConfig: rollout_schedule step {step!r} is neither an integer step nor a "
+                "fraction of num_steps in (0, 1)"
+            )
+        return round(float(step) * int(num_steps))
+    return int(step)
+
+
+def _schedule_k(k: Any) -> int:
+    if (
+        isinstance(k, bool)
+        or not isinstance(k, int | np.integer)
+        and not (isinstance(k, float) and k.is_integer())
+    ):
+        raise ValueError(f"TrainConfig: rollout_schedule lengths k must be integers, got {k!r}")
+    return int(k)
 
 
 def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
