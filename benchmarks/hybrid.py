@@ -8,8 +8,8 @@ RMSE against the solver at a short lead, and the largest relative error of the l
 spectrum. The figure is ``<run_dir>/figures/hybrid_tradeoff.png``.
 
     hs-pipeline experiment=ks                 # KS: runs/ks-fno
-    hs-pipeline experiment=kolmogorov         # Navier-Stokes: runs/kolmogorov-fno
-    python benchmarks/hybrid.py runs/ks-fno runs/kolmogorov-fno [--num-steps 400]
+    hs-pipeline experiment=kolmogorov         # Navier-Stokes: runs/kolmogorov-fno_medium
+    python benchmarks/hybrid.py runs/ks-fno runs/kolmogorov-fno_medium [--num-steps 400]
 """
 
 from __future__ import annotations

@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--thp", action="store_true", help="re-run with " + THP_TUNABLE)
     ap.add_argument(
         "--runs",
-        default="runs/ks-fno,runs/kolmogorov-fno",
+        default="runs/ks-fno,runs/kolmogorov-fno_medium",
         help="forecast_vs_solver: trained run directories (comma-separated)",
     )
     ap.add_argument("--horizon", type=int, default=10, help="forecast_vs_solver: steps of dt")

@@ -37,6 +37,17 @@ def test_every_experiment_composes_and_checks(experiment):
     assert cfg.data.path
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_preset_takes_every_model(experiment):
+    # `hs-pipeline experiment=shallow_water model=unet` used to fail on the preset's FNO keys:
+    # presets pick a model config and carry no model keys of their own.
+    from surrogate.models import MODELS as REGISTRY
+
+    for model in ("unet", "afno", "fno"):
+        targets = check_config(_compose([f"experiment={experiment}", f"model={model}"]))
+        assert targets["model"] is REGISTRY[model]
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_checks(model):
     from surrogate.models import MODELS as REGISTRY
