@@ -479,6 +479,15 @@ def model_name_of(cfg, target=None) -> tuple[str, dict[str, Any]]:
 
 # datasets.generate keywords named in its messages -> the overrides that set them here.
 _GENERATE_OVERRIDES = {"overwrite=True": "data.overwrite=true", "out_dir": "data.path"}
+# Library keywords named in any stage's messages -> the command-line overrides.
+_OVERRIDES = {"resume='force'": "resume=force", "resume=False": "resume=false"}
+
+
+def cli_message(message: str) -> str:
+    """An error message naming command-line overrides instead of Python keywords."""
+    for keyword, override in _OVERRIDES.items():
+        message = message.replace(keyword, override)
+    return message
 
 
 def generate_message(message: str) -> str:
@@ -674,7 +683,7 @@ def _hydra_main(stages_fn):
         except Exception as e:  # one clear line, the traceback only with HYDRA_FULL_ERROR
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"error: {type(e).__name__}: {cli_message(str(e))}", file=sys.stderr)
             sys.exit(1)
 
     return main

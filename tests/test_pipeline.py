@@ -217,3 +217,13 @@ def test_data_parallel_batches_must_divide_by_the_devices():
     _check_divisible_batches(cfg, ["evaluate", "hybrid"], 4)  # no training stage
     with pytest.raises(ValueError, match=r"hybrid.num_trajectories=8 must be multiples of 3"):
         _check_divisible_batches(cfg, ["hybrid"], 3)
+
+
+def test_cli_errors_name_overrides_not_python_keywords():
+    from surrogate.cli import cli_message, generate_message
+
+    msg = "train: checkpoint x was written with other settings; pass resume='force' to continue"
+    assert cli_message(msg).endswith("pass resume=force to continue")
+    assert generate_message("pass overwrite=True to replace it, or choose another out_dir") == (
+        "pass data.overwrite=true to replace it, or choose another data.path"
+    )
