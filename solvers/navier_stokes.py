@@ -49,16 +49,6 @@ _IC_SMOOTHNESS = 2.0
 _IC_PEAK_FACTOR = 4.0
 
 
-def _rfft_weights(num_points: tuple[int, int]) -> np.ndarray:
-    """``(n_y, n_x // 2 + 1)`` multiplicity of each rfft mode in the full spectrum (1 or 2)."""
-    ny, nx = num_points
-    weight = np.full((ny, nx // 2 + 1), 2.0)
-    weight[:, 0] = 1.0
-    if nx % 2 == 0:
-        weight[:, -1] = 1.0
-    return weight
-
-
 class NavierStokes2D(ETDRK4Solver):
     """2D incompressible Navier-Stokes on a periodic box, vorticity form, Kolmogorov forcing.
 
@@ -244,9 +234,9 @@ class NavierStokes2D(ETDRK4Solver):
 
         # Isotropic shells of width dk = min fundamental wavenumber; rfft weights count the
         # interior x-columns twice (they stand for +/- kx).
-        dk = 2 * math.pi / max(grid.domain_length)
-        shell = np.rint(np.sqrt(k2) / dk).astype(np.int32)
-        weight = _rfft_weights(grid.num_points)
+        shell, dk = spectral.radial_shells(grid.num_points, grid.domain_length)
+        shell = shell.astype(np.int32)
+        weight = np.broadcast_to(spectral.rfft_weights(grid.num_points), shell.shape)
         num_shells = int(shell.max()) + 1
         self._set(
             _forcing_hat=jnp.asarray(forcing_hat, complex_dtype),
@@ -280,7 +270,7 @@ class NavierStokes2D(ETDRK4Solver):
         power = np.where(k2 == 0, 0.0, power) * spectral.dealiasing_mask(self.grid.num_points)
         inv_k2 = np.divide(1.0, k2, out=np.zeros_like(k2), where=k2 > 0)
         # Interior columns of the rfft half-plane stand for +/- k_x.
-        weight = _rfft_weights(self.grid.num_points)
+        weight = spectral.rfft_weights(self.grid.num_points)
         power = power * weight
         return self.initial_amplitude * math.sqrt(np.sum(power * inv_k2) / np.sum(power))
 

@@ -39,6 +39,52 @@ def wavenumbers(num_points: Sequence[int], domain_length: Sequence[float]) -> li
     return out
 
 
+def rfft_weights(num_points: Sequence[int]) -> np.ndarray:
+    """Multiplicity of each last-axis ``rfft`` column in the full spectrum.
+
+    An ``rfftn`` keeps the columns ``k_x = 0 .. n_x // 2`` of the last axis; each interior
+    column stands for ``+k_x`` and ``-k_x`` (weight 2), the mean column and an even
+    grid's Nyquist column for one mode each (weight 1). Sums of ``|u_hat|^2`` over the
+    half spectrum times these weights are sums over the full spectrum (Parseval).
+
+    Args:
+        num_points: points per axis ``(..., y, x)``.
+
+    Returns:
+        ``(n_x // 2 + 1,)`` float64 numpy array (broadcasts against an ``rfftn`` array).
+    """
+    n = int(num_points[-1])
+    weight = np.full(n // 2 + 1, 2.0)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    return weight
+
+
+def radial_shells(
+    num_points: Sequence[int], domain_length: Sequence[float]
+) -> tuple[np.ndarray, float]:
+    """Isotropic shell of every ``rfftn`` mode: ``round(|k| / dk)``, ``dk = 2 pi / max(L)``.
+
+    Shells of width the fundamental wavenumber of the longest axis; in 1D shell ``m`` is
+    the mode ``2 pi m / L``, in 2D the shells reach the corner of the spectral grid so no
+    mode is dropped. Used for radial energy spectra (solvers' diagnostics and metrics).
+
+    Args:
+        num_points: points per axis ``(..., y, x)``.
+        domain_length: axis lengths.
+
+    Returns:
+        ``(shell, dk)``: int64 shell index of the ``rfftn`` shape
+        ``(*num_points[:-1], n_x // 2 + 1)``, and the shell width ``dk`` (1 / length).
+    """
+    ks = wavenumbers(num_points, domain_length)
+    shape = (*num_points[:-1], int(num_points[-1]) // 2 + 1)
+    kmag = np.sqrt(sum(np.broadcast_to(k, shape) ** 2 for k in ks))
+    dk = 2 * np.pi / max(domain_length)
+    return np.rint(kmag / dk).astype(np.int64), dk
+
+
 def derivative_wavenumbers(
     num_points: Sequence[int], domain_length: Sequence[float]
 ) -> list[np.ndarray]:

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.grid import Grid
-from solvers.spectral import spatial_axes, wavenumbers
+from solvers.resolution import spectral_resample
+from solvers.spectral import radial_shells, rfft_weights, spatial_axes
 
 Array = jax.Array
 
@@ -243,25 +244,8 @@ def spectrum_wavenumbers(grid: Grid) -> np.ndarray:
 
 def _shell_index(grid: Grid) -> tuple[np.ndarray, int]:
     """Shell index of every ``rfftn`` mode of the grid, and the largest index."""
-    ks = wavenumbers(grid.num_points, grid.domain_length)
-    kmag = np.sqrt(sum(np.broadcast_to(k, _rfft_shape(grid)) ** 2 for k in ks))
-    dk = 2 * np.pi / max(grid.domain_length)
-    shell = np.rint(kmag / dk).astype(np.int64)
+    shell, _ = radial_shells(grid.num_points, grid.domain_length)
     return shell, int(shell.max())
-
-
-def _rfft_shape(grid: Grid) -> tuple[int, ...]:
-    return (*grid.num_points[:-1], grid.num_points[-1] // 2 + 1)
-
-
-def _rfft_weights(num_points: Sequence[int]) -> np.ndarray:
-    """Multiplicity of each last-axis ``rfft`` column in the full spectrum (1 or 2)."""
-    n = num_points[-1]
-    w = np.full(n // 2 + 1, 2.0)
-    w[0] = 1.0
-    if n % 2 == 0:
-        w[-1] = 1.0
-    return w
 
 
 def power_spectrum(field: Array, grid: Grid) -> tuple[np.ndarray, Array]:
@@ -296,7 +280,7 @@ def power_spectrum(field: Array, grid: Grid) -> tuple[np.ndarray, Array]:
     shell, max_shell = _shell_index(grid)
     size = int(np.prod(grid.num_points))
     u_hat = jnp.fft.rfftn(field, axes=spatial_axes(ndim)) / size
-    power = jnp.abs(u_hat) ** 2 * jnp.asarray(_rfft_weights(grid.num_points), field.dtype)
+    power = jnp.abs(u_hat) ** 2 * jnp.asarray(rfft_weights(grid.num_points), field.dtype)
     lead = field.shape[: field.ndim - ndim]
     flat = power.reshape((-1, shell.size))
     spectrum = jnp.zeros((flat.shape[0], max_shell + 1), flat.dtype)
@@ -393,76 +377,12 @@ def invariant_drift(diagnostic_series: Array, *, scale: Array | None = None) -> 
 
 
 # ---- spectral resampling ---------------------------------------------------------------
-def _flip_index(x: Array, axis: int) -> Array:
-    """``x[..., (-i) mod n, ...]`` along ``axis`` (the index of the negative frequency)."""
-    return jnp.roll(jnp.flip(x, axis=axis), 1, axis=axis)
-
-
-def _resample_full_axis(x_hat: Array, axis: int, n_new: int) -> Array:
-    """Truncate or zero-pad one full-``fft`` axis of normalised coefficients.
-
-    Modes with ``|f| < min(n, n_new) / 2`` are copied. Downsampling onto an even ``n_new``
-    sums the fine ``+n_new/2`` and ``-n_new/2`` modes into the coarse Nyquist mode (what
-    sampling does to that pair); upsampling from an even ``n`` splits the coarse Nyquist
-    mode evenly over ``+n/2`` and ``-n/2``. The two are exact inverses of each other.
-    """
-    n = x_hat.shape[axis]
-    if n_new == n:
-        return x_hat
-    x = jnp.moveaxis(x_hat, axis, 0)
-    m = min(n, n_new)
-    half = (m - 1) // 2  # frequencies 0..half and -half..-1 are copied
-    pos, neg = x[: half + 1], x[n - half :] if half > 0 else x[:0]
-    if n_new < n:
-        parts = [pos]
-        if m % 2 == 0:
-            parts.append((x[m // 2] + x[n - m // 2])[None])
-        parts.append(neg)
-    else:
-        zeros = jnp.zeros((n_new - m - (m % 2 == 0),) + x.shape[1:], x.dtype)
-        if m % 2 == 0:
-            nyq = 0.5 * x[m // 2][None]
-            parts = [pos, nyq, zeros, nyq, neg]
-        else:
-            parts = [pos, zeros, neg]
-    return jnp.moveaxis(jnp.concatenate(parts, axis=0), 0, axis)
-
-
-def _resample_last_axis(x_hat: Array, n: int, n_new: int, ndim: int) -> Array:
-    """Truncate or zero-pad the ``rfft`` (last) axis, ``n -> n_new`` real points."""
-    if n_new == n:
-        return x_hat
-    m = min(n, n_new)
-    keep = x_hat[..., : (m - 1) // 2 + 1]
-    full_axes = tuple(range(-ndim, -1))
-
-    def mirror(col):
-        for ax in full_axes:
-            col = _flip_index(col, ax)
-        return jnp.conj(col)
-
-    parts = [keep]
-    if m % 2 == 0:
-        col = x_hat[..., m // 2 : m // 2 + 1]
-        if n_new < n:  # the fine +m/2 mode and its conjugate partner fold onto the Nyquist
-            parts.append(col + mirror(col))
-        else:  # split the (Hermitian part of the) coarse Nyquist over +m/2 and -m/2
-            parts.append(0.25 * (col + mirror(col)))
-    pad = n_new // 2 + 1 - sum(p.shape[-1] for p in parts)
-    if pad > 0:
-        parts.append(jnp.zeros((*x_hat.shape[:-1], pad), x_hat.dtype))
-    return jnp.concatenate(parts, axis=-1)
-
-
 def resample(field: Array, num_points: Sequence[int]) -> Array:
     """Spectral resampling of a periodic field onto ``num_points`` over its trailing axes.
 
-    The field is expanded in its Fourier modes and re-evaluated on the new grid: modes
-    the new grid cannot hold are dropped (truncation, when coarsening), new modes are zero
-    (zero padding, when refining). An even grid's Nyquist mode is folded or split
-    symmetrically so that refining then coarsening back returns the input to round-off
-    for any field, and coarsening then refining returns any field band-limited below the
-    coarse Nyquist wavenumber. Each axis may grow or shrink independently.
+    The one implementation is :func:`solvers.resolution.spectral_resample` (Fourier
+    truncation when coarsening, zero padding when refining, an even grid's Nyquist mode
+    folded or split so that refining then coarsening back is exact to round-off).
 
     Args:
         field: ``(..., *spatial)`` real array.
@@ -472,22 +392,7 @@ def resample(field: Array, num_points: Sequence[int]) -> Array:
     Returns:
         ``(..., *num_points)`` in the dtype of ``field``.
     """
-    num_points = tuple(int(n) for n in num_points)
-    ndim = len(num_points)
-    if ndim < 1 or field.ndim < ndim or any(n < 1 for n in num_points):
-        raise ValueError(
-            f"resample: num_points {num_points} must be positive, one per trailing axis of "
-            f"the field of shape {tuple(field.shape)}"
-        )
-    old = tuple(field.shape[field.ndim - ndim :])
-    if old == num_points:
-        return field
-    x_hat = jnp.fft.rfftn(field, axes=spatial_axes(ndim)) / int(np.prod(old))
-    x_hat = _resample_last_axis(x_hat, old[-1], num_points[-1], ndim)
-    for i in range(ndim - 1):
-        x_hat = _resample_full_axis(x_hat, x_hat.ndim - ndim + i, num_points[i])
-    out = jnp.fft.irfftn(x_hat * int(np.prod(num_points)), s=num_points, axes=spatial_axes(ndim))
-    return out.astype(field.dtype)
+    return spectral_resample(field, tuple(int(n) for n in num_points))
 
 
 def downsample(field: Array, num_points: Sequence[int]) -> Array:

@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.resolution import spectral_resample
+from solvers.spectral import rfft_weights
 from surrogate.hybrid.policies import pytree_dataclass
-from surrogate.hybrid.resample import spectral_resample
 
 Array = jax.Array
 
@@ -256,12 +257,7 @@ def tail_share(state: Array, fraction: float) -> Array:
     shape = state.shape[1:]
     u_hat = jnp.fft.rfftn(state, axes=tuple(range(1, state.ndim)))
     power = jnp.abs(u_hat) ** 2
-    # rfft half-spectrum: interior columns of the last axis stand for two modes.
-    n_last = shape[-1]
-    weight = np.full(n_last // 2 + 1, 2.0)
-    weight[0] = 1.0
-    if n_last % 2 == 0:
-        weight[-1] = 1.0
+    weight = rfft_weights(shape)  # interior columns of the last axis stand for two modes
     r2 = np.zeros(power.shape[1:])
     for i, n in enumerate(shape):
         idx = np.fft.rfftfreq(n, 1.0 / n) if i == ndim - 1 else np.fft.fftfreq(n, 1.0 / n)

@@ -288,3 +288,22 @@ def test_gaussian_random_field_empty_band_raises():
             amplitude=1.0,
             max_wavenumber=0.5,
         )
+
+
+@pytest.mark.parametrize("shape", [(16,), (15,), (12, 16), (12, 15), (9, 7)])
+def test_rfft_weights_make_half_spectrum_sums_full_spectrum_sums(shape):
+    # Parseval on the half spectrum: sum w |u_hat|^2 == sum over the full fftn spectrum.
+    u = np.random.default_rng(0).standard_normal(shape)
+    half = np.abs(np.fft.rfftn(u)) ** 2 * spectral.rfft_weights(shape)
+    full = np.abs(np.fft.fftn(u)) ** 2
+    np.testing.assert_allclose(half.sum(), full.sum(), rtol=1e-12)
+    np.testing.assert_allclose(half.sum(), u.size * np.sum(u**2), rtol=1e-12)
+
+
+def test_radial_shells_count_modes_by_rounded_wavenumber():
+    shell, dk = spectral.radial_shells((8, 8), (2 * np.pi, 4 * np.pi))
+    assert shell.shape == (8, 5) and dk == pytest.approx(0.5)
+    # (k_y, k_x) = (1, 0) on L_y = 2 pi: |k| = 1 -> shell 2; (0, 0.5) -> shell 1
+    assert shell[1, 0] == 2 and shell[0, 1] == 1 and shell[0, 0] == 0
+    ky, kx = spectral.wavenumbers((8, 8), (2 * np.pi, 4 * np.pi))
+    np.testing.assert_array_equal(shell, np.rint(np.hypot(ky, kx) / dk))
