@@ -198,8 +198,18 @@ def stage_front(
     upfront = gen_s + times.get("train", 0.0)
     hybrids = None
     if hybrid_solver_grid is not None:
+        # The learned steppers' long runs are whole chunks of num_leads intervals.
+        long_total = -(-int(long_rollout_steps) // int(num_leads)) * int(num_leads)
         hybrids = lambda x, n: [  # noqa: E731
-            hybrid_run(fine, stepper, x, n, int(hybrid_solver_grid), int(hybrid_every))
+            hybrid_run(
+                fine,
+                stepper,
+                x,
+                n,
+                int(hybrid_solver_grid),
+                int(hybrid_every),
+                long_rollout_steps=long_total if long_rollout_steps else 0,
+            )
         ]
     front = run_front(
         fine,
@@ -233,8 +243,29 @@ def stage_front(
     return data
 
 
-def hybrid_run(fine: Any, stepper: Any, x0_fine: Any, num_steps: int, solver_grid: int, every: int):
+def hybrid_run(
+    fine: Any,
+    stepper: Any,
+    x0_fine: Any,
+    num_steps: int,
+    solver_grid: int,
+    every: int,
+    *,
+    long_rollout_steps: int = 0,
+):
     """The hybrid runner on the front's states: ``stepper`` re-anchored by a finer solver.
+
+    Args:
+        fine: the dataset's fine solver (its class is rebuilt on ``solver_grid``).
+        stepper: the learned stepper, on its own grid.
+        x0_fine: ``(B, C, *fine grid)`` initial states.
+        num_steps: scored output intervals.
+        solver_grid: grid size of the re-anchoring solver.
+        every: the solver takes one step in ``every`` (:class:`surrogate.hybrid.EveryK`).
+        long_rollout_steps: with ``>= 2``, also a long run of this many intervals whose
+            second half (intervals ``> long_rollout_steps // 2``, as
+            :func:`surrogate.front.long_run_frames` keeps them) scores the long-run
+            spectrum and enstrophy; ``0``: not scored.
 
     Returns a :class:`surrogate.front.Precomputed` whose cost is the runner's wall time of
     a second run (the first compiles), per trajectory per time unit.
@@ -251,8 +282,12 @@ def hybrid_run(fine: Any, stepper: Any, x0_fine: Any, num_steps: int, solver_gri
     res = runner.run(x0, num_steps)
     batch = int(x0.shape[0])
     cost = float(res.wall_time) / (batch * num_steps * float(stepper.dt))
+    long = None
+    if long_rollout_steps >= 2:
+        states = np.asarray(runner.run(x0, int(long_rollout_steps)).states)
+        long = states[:, int(long_rollout_steps) // 2 + 1 :]
     name = f"hybrid: {solver_grid}x{solver_grid} solver on 1 step in {every}"
-    return Precomputed(name, np.asarray(res.states), cost)
+    return Precomputed(name, np.asarray(res.states), cost, long_run_frames=long)
 
 
 def headline(front: Mapping[str, Any]) -> str:

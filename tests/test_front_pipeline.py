@@ -66,6 +66,9 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
     ref = front["steppers"][0]
     # why: the reference scored against itself; nRMSE is exactly 0 up to float32 round-off.
     assert max(ref["error"]) < 1e-6
+    # The hybrid's long run is scored like every other stepper's.
+    hyb = front["steppers"][-1]
+    assert hyb["spectrum_max_rel_error"] is not None and hyb["enstrophy_rel_error"] is not None
     assert (run / "figures" / "front.png").stat().st_size > 0
     report = (run / "report.md").read_text()
     first = report.split("\n## ", 2)[1]
