@@ -227,3 +227,32 @@ def test_cli_errors_name_overrides_not_python_keywords():
     assert generate_message("pass overwrite=True to replace it, or choose another out_dir") == (
         "pass data.overwrite=true to replace it, or choose another data.path"
     )
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("+resum=false", "config: unknown key 'resum'"),
+        ("+solver.viscosty=0.1", "solver: unknown key 'viscosty'"),
+        ("+data.num_trajectoris=4", "data: unknown key 'num_trajectoris'"),
+        ("+model.widht=3", "model: unknown key 'widht'"),
+        ("+train.num_step=3", "train: unknown key 'num_step'"),
+        ("+evaluate.long_rollout_step=3", "evaluate"),
+        ("+front.ladderz=[8]", "front"),
+        ("+hybrid.short_lead_stepz=3", "hybrid: unknown key 'short_lead_stepz'"),
+        ("+hybrid.sweep.indicatr=x", "hybrid.sweep: unknown key 'indicatr'"),
+        ("+hybrid.runner.chunk_sise=4", "hybrid.runner: unknown key 'chunk_sise'"),
+        ("+hybrid.runner.policy.threshol=1", "hybrid.runner.policy: unknown key 'threshol'"),
+        ("+hybrid.runner.indicators.0.fractoin=1", "hybrid.runner.indicators[0]"),
+        ("+distributed.enabeld=true", "distributed"),
+        ("on_change=sometimes", "on_change = 'sometimes' must be one of refuse, redo"),
+    ],
+)
+def test_every_config_group_names_a_misspelled_key(override, named):
+    # the KS preset runs the hybrid stage, the main job the front stage
+    experiment = "kolmogorov_front" if override.startswith("+front") else "ks"
+    cfg = _compose([f"experiment={experiment}", override])
+    with pytest.raises(ValueError) as e:
+        check_config(cfg, list(cfg.stages))
+    assert named in str(e.value)
+    assert override.lstrip("+").split("=")[0].rsplit(".", 1)[-1] in str(e.value)
