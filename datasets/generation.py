@@ -1204,16 +1204,15 @@ def _prepare(
 
 
 def _progress_bar(manifest: dict, progress: bool):
-    from tqdm.auto import tqdm
+    from datasets.progress import progress_bar
 
     done = sum(s["trajectories"][1] - s["trajectories"][0] for s in manifest["shards"])
-    return tqdm(
+    return progress_bar(
         total=manifest["spec"]["num_trajectories"],
         initial=done,
         unit="traj",
         desc=f"generate {manifest['solver']}",
-        disable=not progress,
-        dynamic_ncols=True,
+        enabled=progress,
     )
 
 

@@ -1238,7 +1238,7 @@ def run_front(
         ValueError: bad shapes or counts, a learned stepper unlike the reference, a hybrid
             trajectory of another batch size or length, or no way to compute spectra.
     """
-    from tqdm.auto import tqdm
+    from datasets.progress import progress_bar
 
     owner = "run_front"
     x0 = jnp.asarray(initial_states_fine)
@@ -1310,7 +1310,7 @@ def run_front(
     tasks += [("learned", name, st) for name, st in learned.items()]
     long_steps = int(long_rollout_steps)
     long_total = long_steps
-    bar = tqdm(total=len(tasks), desc="front", unit="stepper", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="front", unit="stepper", enabled=progress)
     runs: list[dict[str, Any]] = []
     try:
         for kind, name, st in tasks:

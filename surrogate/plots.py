@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -195,6 +195,68 @@ def plot_spectra(
 
 
 # ---- fields ----------------------------------------------------------------------------
+class FieldScale(NamedTuple):
+    """How a field is coloured: ``cmap`` over ``[vmin, vmax]`` of ``values - offset``.
+
+    ``kind`` is ``"diverging"`` (zero-centred), ``"anomaly"`` (the anomaly from the mean
+    ``offset``, on a diverging map centred on zero) or ``"sequential"``.
+    """
+
+    kind: str
+    cmap: str
+    vmin: float
+    vmax: float
+    offset: float = 0.0
+
+    def label(self, name: str) -> str:
+        """``name`` as shown: ``"h"``, or ``"h - 10 (anomaly from mean)"``."""
+        if self.kind == "anomaly":
+            return f"{name} - {self.offset:.4g} (anomaly from mean)"
+        return name
+
+
+# A range straddling zero counts as symmetric when its smaller side is at least this
+# share of the larger one (vorticity, velocity); otherwise zero is not a natural centre.
+_SYMMETRY_RATIO = 1.0 / 3.0
+# A one-signed field reaching within this share of its extreme to zero (a concentration,
+# a power) is drawn from zero on a sequential map.
+_TOUCHES_ZERO = 0.05
+
+
+def field_scale(values: np.ndarray) -> FieldScale:
+    """Choose a colour scale for a field from its values (NaN and Inf ignored).
+
+    - zero-centred diverging map (``RdBu_r``, ``+-max|u|``) when the range straddles zero
+      roughly symmetrically (the smaller side at least 1/3 of the larger);
+    - sequential map (``viridis``) from zero when the field is one-signed and reaches
+      (within 5 % of its extreme) zero;
+    - otherwise the anomaly from the mean on a zero-centred diverging map: a water
+      height of 10 +- 0.1 shows its 0.1 structure instead of one flat colour.
+
+    Args:
+        values: any array of the field (e.g. all frames of one variable).
+
+    Returns:
+        The :class:`FieldScale`; draw ``values - scale.offset`` with its ``cmap``,
+        ``vmin``, ``vmax``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return FieldScale("diverging", "RdBu_r", -1.0, 1.0)
+    lo, hi = float(v.min()), float(v.max())
+    if lo < 0.0 < hi and min(-lo, hi) >= _SYMMETRY_RATIO * max(-lo, hi):
+        lim = max(-lo, hi)
+        return FieldScale("diverging", "RdBu_r", -lim, lim)
+    if lo >= 0.0 and hi > 0.0 and lo <= _TOUCHES_ZERO * hi:
+        return FieldScale("sequential", "viridis", 0.0, hi)
+    if hi <= 0.0 and lo < 0.0 and -hi <= _TOUCHES_ZERO * -lo:
+        return FieldScale("sequential", "viridis", lo, 0.0)
+    mean = float(v.mean())
+    lim = max(abs(lo - mean), abs(hi - mean)) or 1.0
+    return FieldScale("anomaly", "RdBu_r", -lim, lim, mean)
+
+
 def _meta(state_shape, variables, units):
     num_channels = state_shape[0]
     variables = (
@@ -243,8 +305,10 @@ def plot_snapshots(
 
     1D grids give space-time (Hovmoeller) diagrams over all frames, one row per variable;
     2D grids give images at ``lead_indices`` (default: first, middle and last frame), one
-    row per (variable, lead time). Truth and forecast share a colour scale; the error
-    (forecast minus truth) has a symmetric diverging one.
+    row per (variable, lead time). Truth and forecast share a colour scale chosen per
+    variable from the truth by :func:`field_scale` (zero-centred diverging, sequential,
+    or the anomaly from the mean, said so in the titles); the error (forecast minus
+    truth) has a symmetric diverging one.
 
     Args:
         truth: ``(T, C, *spatial)`` reference trajectory, frame ``i`` at ``i * dt``.
@@ -269,16 +333,18 @@ def plot_snapshots(
         extent = (0.0, grid.domain_length[0], 0.0, (num_frames - 1) * dt)
         for i, v in enumerate(variables):
             t = truth[:, i]
+            scale = field_scale(t)
             _truth_forecast_error(
                 fig,
                 axes[i],
                 t,
                 forecast[:, i],
-                float(np.nanmax(np.abs(t))) or 1.0,
+                scale,
                 title=v,
                 extent=extent,
                 labels=(_axis_label(grid, 0), f"time {_u(time_units)}"),
-                colour_label=f"{v} {_u(units[v])}",
+                colour_label=f"{scale.label(v)} {_u(units[v])}",
+                error_label=f"error of {v} {_u(units[v])}",
                 aspect="auto",
             )
     elif grid.ndim == 2:
@@ -293,51 +359,74 @@ def plot_snapshots(
         # colour bars match the images).
         panel_height = float(np.clip(2.6 * ly / lx, 0.8, 6.0)) + 1.1
         fig, axes = _figure(len(rows), 3, (3.8, panel_height))
+        scales = {c: field_scale(truth[:, c]) for c in range(len(variables))}  # all times
         for r, (v, c, n) in enumerate(rows):
             _truth_forecast_error(
                 fig,
                 axes[r],
                 truth[n, c],
                 forecast[n, c],
-                float(np.nanmax(np.abs(truth[:, c]))) or 1.0,  # one scale over all times
+                scales[c],
                 title=f"{v}, t = {_t(n * dt, time_units)}",
                 extent=(0.0, lx, 0.0, ly),
                 labels=(_axis_label(grid, 1), _axis_label(grid, 0)),
-                colour_label=f"{v} {_u(units[v])}",
+                colour_label=f"{scales[c].label(v)} {_u(units[v])}",
+                error_label=f"error of {v} {_u(units[v])}",
             )
     else:
         raise ValueError(f"plot_snapshots supports 1D and 2D grids, got a {grid.ndim}D grid")
-    fig.suptitle(title)
+    anomalies = [
+        f"{v} as its anomaly from the mean {sc.offset:.4g}"
+        for v, sc in zip(
+            variables, (field_scale(truth[:, c]) for c in range(len(variables))), strict=True
+        )
+        if sc.kind == "anomaly"
+    ]
+    fig.suptitle(title + (f" ({'; '.join(anomalies)})" if anomalies else ""))
     return _save(fig, path)
 
 
 def _truth_forecast_error(
-    fig, axes, truth, forecast, vmax, *, title, extent, labels, colour_label, aspect=None
+    fig,
+    axes,
+    truth,
+    forecast,
+    scale,
+    *,
+    title,
+    extent,
+    labels,
+    colour_label,
+    error_label,
+    aspect=None,
 ) -> None:
-    """One row of three images: truth and forecast on a shared ``+-vmax`` scale, and their
-    difference on its own symmetric scale; ``labels`` are the (x, y) axis labels."""
+    """One row of three images: truth and forecast on a shared :class:`FieldScale`, and
+    their difference on its own symmetric scale; ``labels`` are the (x, y) axis labels."""
     err = forecast - truth
-    emax = (float(np.nanmax(np.abs(err))) if np.isfinite(err).any() else 1.0) or 1.0
+    emax = (
+        float(np.nanmax(np.abs(err[np.isfinite(err)]))) if np.isfinite(err).any() else 1.0
+    ) or 1.0
     panels = [
-        ("truth", truth, "RdBu_r", vmax),
-        ("forecast", forecast, "RdBu_r", vmax),
-        ("error", err, "PuOr_r", emax),
+        ("truth", truth - scale.offset, scale.cmap, (scale.vmin, scale.vmax)),
+        ("forecast", forecast - scale.offset, scale.cmap, (scale.vmin, scale.vmax)),
+        ("error", err, "PuOr_r", (-emax, emax)),
     ]
-    for ax, (name, data, cmap, lim) in zip(axes, panels, strict=True):
+    bar_labels = (colour_label, colour_label, error_label)
+    for ax, (name, data, cmap, (lo, hi)), bar_label in zip(axes, panels, bar_labels, strict=True):
         im = ax.imshow(
             data,
             origin="lower",
             aspect=aspect,
             extent=extent,
             cmap=cmap,
-            vmin=-lim,
-            vmax=lim,
+            vmin=lo,
+            vmax=hi,
             interpolation="nearest",
         )
         ax.set_title(f"{name}: {title}")
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
-        fig.colorbar(im, ax=ax).set_label(colour_label)
+        fig.colorbar(im, ax=ax).set_label(bar_label)
 
 
 def animate_rollout(
@@ -385,15 +474,18 @@ def animate_rollout(
     stride = max(1, -(-t_all.shape[0] // max_frames))
     frames = list(range(0, t_all.shape[0], stride))
     finite = np.isfinite(t_all)
-    vmax = float(np.max(np.abs(t_all[finite]))) if finite.any() else 1.0
-    vmax = vmax or 1.0
+    scale = field_scale(t_all)
     if grid.ndim == 1:
         fig, axes = _figure(1, 1, (6.0, 3.4))
         ax = axes[0, 0]
         x = grid.coords()[grid.axes[0]]
         (line_t,) = ax.plot(x, t_all[0], label="truth", **_TRUTH_STYLE)
         (line_f,) = ax.plot(x, f_all[0], label="forecast", color="tab:orange")
-        ax.set_ylim(-1.2 * vmax, 1.2 * vmax)
+        lo, hi = (
+            (float(t_all[finite].min()), float(t_all[finite].max())) if finite.any() else (-1, 1)
+        )
+        pad = 0.1 * (hi - lo) or 1.0  # the data's own range: a mean of 10 is not centred on 0
+        ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel(_axis_label(grid, 0))
         ax.set_ylabel(f"{v} {_u(units[v])}")
         ax.legend(loc="upper right", fontsize="small")
@@ -410,23 +502,25 @@ def animate_rollout(
         images = []
         for ax, name, data in zip(axes[0], ("truth", "forecast"), (t_all, f_all), strict=True):
             im = ax.imshow(
-                data[0],
+                data[0] - scale.offset,
                 origin="lower",
                 extent=(0.0, lx, 0.0, ly),
-                cmap="RdBu_r",
-                vmin=-vmax,
-                vmax=vmax,
+                cmap=scale.cmap,
+                vmin=scale.vmin,
+                vmax=scale.vmax,
             )
             ax.set_xlabel(_axis_label(grid, 1))
             ax.set_ylabel(_axis_label(grid, 0))
             ax.set_title(name)
             images.append(im)
-        fig.colorbar(images[0], ax=list(axes[0]), shrink=0.85).set_label(f"{v} {_u(units[v])}")
+        fig.colorbar(images[0], ax=list(axes[0]), shrink=0.85).set_label(
+            f"{scale.label(v)} {_u(units[v])}"
+        )
 
         def update(n):
-            images[0].set_data(t_all[n])
-            images[1].set_data(f_all[n])
-            fig.suptitle(f"{v}, t = {_t(n * dt, time_units)}")
+            images[0].set_data(t_all[n] - scale.offset)
+            images[1].set_data(f_all[n] - scale.offset)
+            fig.suptitle(f"{scale.label(v)}, t = {_t(n * dt, time_units)}")
             return tuple(images)
 
     else:
@@ -439,14 +533,27 @@ def animate_rollout(
 
 
 # ---- training --------------------------------------------------------------------------
-def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: PathLike) -> Path:
-    """Training (and validation) loss against step on a log scale, learning rate beside.
+def plot_training_curves(
+    log_records: Sequence[Mapping[str, Any]],
+    path: PathLike,
+    *,
+    rollout_schedule: Sequence[Sequence[int]] | None = None,
+) -> Path:
+    """Training loss, validation error and learning rate against step, each on its own axes.
+
+    The training loss (MSE in normalised units, log scale when positive) and the
+    validation error (rollout nRMSE, or any ``val_loss``) are different quantities, so
+    they are not drawn on one axis. The rollout-curriculum switch points (the steps at
+    which the rollout length ``k`` changes) are marked on every panel.
 
     Args:
-        log_records: dicts with keys ``step`` and ``loss``, optionally ``val_loss`` and
-            ``lr`` (records without a key are skipped for that curve, so validation
-            logged every few steps is fine).
+        log_records: dicts with keys ``step`` and ``loss``, optionally ``val_nrmse`` (or
+            ``val_loss``), ``lr`` and ``rollout_k`` (records without a key are skipped
+            for that curve, so validation logged every few steps is fine).
         path: PNG file to write.
+        rollout_schedule: the curriculum ``[[step, k], ...]`` with absolute steps (as in
+            ``train_config.json``); default: the steps at which ``rollout_k`` changes in
+            the records.
 
     Returns:
         The path written.
@@ -454,7 +561,33 @@ def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: PathLik
     Raises:
         ValueError: no record holds both ``step`` and ``loss``.
     """
+    fig = _training_figure(log_records, rollout_schedule)
+    return _save(fig, path)
 
+
+def curriculum_switches(
+    log_records: Sequence[Mapping[str, Any]],
+    rollout_schedule: Sequence[Sequence[int]] | None = None,
+) -> list[tuple[float, int]]:
+    """``(step, k)`` at which the rollout length changes to ``k`` (the first entry excluded).
+
+    From ``rollout_schedule`` when given, else from consecutive records' ``rollout_k``
+    (then at the logged step where the new ``k`` is first seen).
+    """
+    if rollout_schedule is not None:
+        return [(float(st), int(k)) for st, k in list(rollout_schedule)[1:]]
+    out, last = [], None
+    for r in log_records:
+        k = r.get("rollout_k")
+        if k is None or "step" not in r:
+            continue
+        if last is not None and k != last:
+            out.append((float(r["step"]), int(k)))
+        last = k
+    return out
+
+
+def _training_figure(log_records, rollout_schedule) -> Figure:
     def series(key):
         pts = [
             (float(r["step"]), float(r[key]))
@@ -466,31 +599,56 @@ def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: PathLik
     loss = series("loss")
     if loss.shape[0] == 0:
         raise ValueError("plot_training_curves: no record holds both 'step' and 'loss'")
-    val, lr = series("val_loss"), series("lr")
-    fig, axes = _figure(1, 2 if lr.shape[0] else 1, (5.0, 3.6))
-    ax = axes[0, 0]
-    ax.plot(loss[:, 0], loss[:, 1], label="training loss", color="tab:blue")
-    if val.shape[0]:
-        ax.plot(val[:, 0], val[:, 1], label="validation loss", color="tab:orange", marker="o")
-    if np.all(loss[:, 1] > 0) and (val.shape[0] == 0 or np.all(val[:, 1] > 0)):
+    val_key = "val_nrmse" if series("val_nrmse").shape[0] else "val_loss"
+    val, lr = series(val_key), series("lr")
+    panels = ["loss"] + (["val"] if val.shape[0] else []) + (["lr"] if lr.shape[0] else [])
+    fig, axes = _figure(1, len(panels), (4.6, 3.6))
+    ax_of = dict(zip(panels, axes[0], strict=True))
+    ax = ax_of["loss"]
+    ax.plot(loss[:, 0], loss[:, 1], color="tab:blue", label="training loss")
+    if np.all(loss[:, 1] > 0):
         ax.set_yscale("log")
-    ax.set_xlabel("optimiser step [-]")
-    ax.set_ylabel("loss [-] (normalised units)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="best", fontsize="small")
-    ax.set_title("loss")
-    if lr.shape[0]:
-        ax_lr = axes[0, 1]
-        ax_lr.plot(lr[:, 0], lr[:, 1], color="tab:green")
-        ax_lr.set_xlabel("optimiser step [-]")
-        ax_lr.set_ylabel("learning rate [-]")
-        ax_lr.set_title("learning-rate schedule")
-        ax_lr.grid(alpha=0.3)
-    return _save(fig, path)
+    ax.set_ylabel("training loss (MSE, normalised units) [-]")
+    ax.set_title("training loss")
+    if "val" in ax_of:
+        ax = ax_of["val"]
+        name = "validation rollout nRMSE" if val_key == "val_nrmse" else "validation loss"
+        ax.plot(val[:, 0], val[:, 1], color="tab:orange", marker="o", label=name)
+        if np.all(val[:, 1] > 0):
+            ax.set_yscale("log")
+        ax.set_ylabel(f"{name} [-]")
+        ax.set_title(name)
+    if "lr" in ax_of:
+        ax = ax_of["lr"]
+        ax.plot(lr[:, 0], lr[:, 1], color="tab:green", label="learning rate")
+        ax.set_ylabel("learning rate [-]")
+        ax.set_title("learning-rate schedule")
+    switches = curriculum_switches(log_records, rollout_schedule)
+    for ax in ax_of.values():
+        ax.set_xlabel("optimiser step [-]")
+        ax.grid(alpha=0.3, which="both")
+        for st, k in switches:
+            ax.axvline(st, color="gray", linestyle=":", linewidth=1.0)
+            ax.text(
+                st,
+                1.0,
+                f" k={k}",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                ha="left",
+                fontsize=7,
+                color="gray",
+            )
+    if switches:
+        fig.suptitle("Training (dotted: rollout-curriculum switch to k steps)")
+    return fig
 
 
 __all__ = [
+    "FieldScale",
     "animate_rollout",
+    "curriculum_switches",
+    "field_scale",
     "plot_skill",
     "plot_snapshots",
     "plot_spectra",
@@ -584,18 +742,32 @@ def plot_hybrid_tradeoff(
     """Accuracy versus speed-up over a threshold sweep, pure solver and surrogate as end points.
 
     Left: RMSE against the solver at a short lead time; right: the largest relative error
-    of the long-run mean spectrum. Points are labelled with threshold and solver share.
+    of the long-run mean spectrum. Each swept threshold has its own colour, named with its
+    solver share in one legend beside the panels (labels written next to the points
+    overlap as soon as two thresholds give similar speed-ups).
 
     Args:
         summary: ``hybrid/summary.json`` of :func:`surrogate.pipeline.stage_hybrid`.
         variables: variables to draw (one row each).
+        path: PNG file to write.
+
+    Returns:
+        The path written.
     """
+    return _save(_hybrid_tradeoff_figure(summary, variables), path)
+
+
+def _hybrid_tradeoff_figure(summary: Mapping[str, Any], variables: Sequence[str]) -> Figure:
+    from matplotlib import colormaps
+
     sweep = summary["sweep"]
     rows = sweep["rows"]
     lead_t = summary["short_lead_steps"] * summary["dt"]
     fig, axes = _figure(len(variables), 2, (5.2, 3.8))
-    sp = np.array([r["speedup"] for r in rows])
-    frac = np.array([r["solver_fraction"] for r in rows])
+    sp = np.array([r["speedup"] for r in rows], dtype=np.float64)
+    frac = np.array([r["solver_fraction"] for r in rows], dtype=np.float64)
+    cmap = colormaps["viridis"]
+    point_colors = [cmap(x) for x in np.linspace(0.0, 0.9, max(len(rows), 1))]
     sur = summary.get("surrogate", {})
     for row_axes, v in zip(axes, variables, strict=True):
         for ax, key, label in (
@@ -606,15 +778,17 @@ def plot_hybrid_tradeoff(
                 f"max rel. error, long-run spectrum of {v} [-]",
             ),
         ):
-            err = np.array([r[key][v] for r in rows])
-            ax.plot(sp, err, "o-", color="tab:green", label=f"hybrid ({sweep['indicator']} sweep)")
-            for s_, e_, f_, r in zip(sp, err, frac, rows, strict=True):
-                ax.annotate(
-                    f"{r['threshold']:.2g}: {100 * f_:.0f}% solver",
-                    (s_, e_),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
+            err = np.array([r[key][v] for r in rows], dtype=np.float64)
+            ax.plot(sp, err, "-", color="0.7", linewidth=1.0, zorder=1)
+            for s_, e_, f_, r, c in zip(sp, err, frac, rows, point_colors, strict=False):
+                ax.plot(
+                    [s_],
+                    [e_],
+                    "o",
+                    color=c,
+                    zorder=2,
+                    label=f"hybrid, {sweep['indicator']} <= {r['threshold']:.3g} "
+                    f"({100 * f_:.0f}% solver)",
                 )
             if key == "short_lead_rmse":  # the reference itself: zero error, not drawable on log
                 ax.plot([1.0], [0.0], "s", color="tab:red", label="pure solver (reference)")
@@ -629,5 +803,9 @@ def plot_hybrid_tradeoff(
         row_axes[1].set_yscale("log")  # spans orders of magnitude (a drifting surrogate)
         row_axes[0].set_title(f"{v}: short-lead accuracy vs speed")
         row_axes[1].set_title(f"{v}: long-run statistics vs speed")
-    axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+    seen: dict[str, Any] = {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=7)
+    return fig

@@ -6,10 +6,13 @@ regenerated at any time: ``hs-report`` or :func:`write_report`.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,222 @@ import numpy as np
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
+    """A table cell: ``-`` for missing, ``> horizon`` for +inf (never reached), else ``.3g``."""
     if x is None:
         return "-"
     if isinstance(x, float | np.floating):
         if not np.isfinite(x):
-            return "inf" if x > 0 else ("-inf" if x < 0 else "n/a")
+            return "> horizon" if x > 0 else ("-inf" if x < 0 else "n/a")
         return f"{x:.{digits}g}"
     return str(x)
+
+
+def _beyond(t: float, horizon: float) -> str | float:
+    """A time that may never have been reached (+inf): ``"> horizon"`` with its value."""
+    return f"> {horizon:g}" if math.isinf(t) and t > 0 else t
+
+
+_INLINE_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline_html(text: str) -> str:
+    """Escape ``text`` for HTML and render Markdown inline code (`` `x` ``) as ``<code>``."""
+    return _INLINE_CODE.sub(r"<code>\1</code>", html.escape(text))
+
+
+# ---- the verdict -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """One stepper's cost and error on the same task, for :func:`verdict`.
+
+    Attributes:
+        name: how the sentences name it, e.g. ``"half-resolution solver (16x16)"``.
+        cost_s: wall seconds for the common task (compile excluded); ``None`` or NaN:
+            not measured.
+        error: error against the reference (lower is better, any fixed measure such as
+            the mean nRMSE over the horizon); ``None`` or NaN: not measured.
+    """
+
+    name: str
+    cost_s: float | None = None
+    error: float | None = None
+
+    @property
+    def has_cost(self) -> bool:
+        return self.cost_s is not None and math.isfinite(self.cost_s)
+
+    @property
+    def has_error(self) -> bool:
+        return self.error is not None and math.isfinite(self.error)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The answer to "is the learned stepper worth using here?".
+
+    Attributes:
+        answer: ``"yes"``, ``"no"``, ``"it depends"`` or ``"undetermined"``.
+        sentences: the headline first, then one sentence per comparison.
+        warnings: plain statements of what makes it not worth it (empty when none).
+    """
+
+    answer: str
+    sentences: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def _times(a: float, b: float) -> str:
+    """``a / b`` as ``"3.2x"``."""
+    return f"{a / b:.3g}x" if b > 0 else "infinitely"
+
+
+def verdict(
+    surrogate: Contender,
+    *,
+    reference: Contender | None = None,
+    same_cost: Contender | None = None,
+    persistence: Contender | None = None,
+    hybrid_speedup: float | None = None,
+    blowup_fraction: float | None = None,
+    error_label: str = "error",
+) -> Verdict:
+    """Whether the learned stepper is worth using, from costs and errors alone (pure).
+
+    The learned stepper is compared with the reference solver (cost only: the
+    reference defines zero error), with the solver of about the same cost (the coarse
+    baseline of the evaluation) on both cost and error, and with persistence on error.
+    It is worth using ("yes") when it is faster than the reference and at least as
+    cheap and as accurate as the same-cost solver. It is not ("no") when it is slower
+    than the reference, dominated by the same-cost solver (no cheaper and no more
+    accurate), or no more accurate than persistence. A trade-off against the same-cost
+    solver is "it depends"; missing figures give "undetermined".
+
+    Args:
+        surrogate: the learned stepper.
+        reference: the reference solver (its ``error`` is ignored).
+        same_cost: the solver of comparable cost, e.g. the half-resolution solver.
+        persistence: the initial state held (its cost is ignored).
+        hybrid_speedup: the hybrid runner's speed-up over the solver, if one ran.
+        blowup_fraction: share of the learned stepper's long rollouts that blew up.
+        error_label: what ``error`` measures, for the sentences.
+
+    Returns:
+        The :class:`Verdict`.
+    """
+    s = surrogate
+    sentences: list[str] = []
+    warnings: list[str] = []
+    problems: list[str] = []
+    faster_than_ref: bool | None = None
+    dominates_coarse: bool | None = None
+    err = f"{s.error:.3g}" if s.has_error else "not measured"
+
+    if reference is not None and reference.has_cost and s.has_cost:
+        faster_than_ref = s.cost_s < reference.cost_s
+        if faster_than_ref:
+            sentences.append(
+                f"Against the {reference.name}: {_times(reference.cost_s, s.cost_s)} faster "
+                f"({s.cost_s:.3g} s against {reference.cost_s:.3g} s), at {error_label} "
+                f"{err} (the reference defines zero error)."
+            )
+        else:
+            msg = (
+                f"the learned stepper is slower than the {reference.name} "
+                f"({s.cost_s:.3g} s against {reference.cost_s:.3g} s): it saves no time"
+            )
+            warnings.append(msg)
+            problems.append(msg)
+    else:
+        sentences.append(
+            f"The cost of the {reference.name if reference else 'reference solver'} was not "
+            "measured (an evaluation without a solver, or one older than its timing): the "
+            "speed-up over it is unknown."
+        )
+
+    if (
+        same_cost is not None
+        and same_cost.has_cost
+        and same_cost.has_error
+        and s.has_cost
+        and s.has_error
+    ):
+        c = same_cost
+        cheaper, better = s.cost_s <= c.cost_s, s.error <= c.error
+        dominates_coarse = cheaper and better
+        if dominates_coarse:
+            sentences.append(
+                f"Against the {c.name}: cheaper ({s.cost_s:.3g} s against {c.cost_s:.3g} s) "
+                f"and more accurate ({error_label} {s.error:.3g} against {c.error:.3g})."
+            )
+        elif not cheaper and not better:
+            strict = s.cost_s > c.cost_s and s.error > c.error
+            how = "both slower and less accurate" if strict else "no faster and no more accurate"
+            msg = (
+                f"the learned stepper is dominated by the {c.name} (it is {how}: "
+                f"{s.cost_s:.3g} s against {c.cost_s:.3g} s, {error_label} {s.error:.3g} "
+                f"against {c.error:.3g})"
+            )
+            warnings.append(msg)
+            problems.append(msg)
+        elif cheaper:
+            sentences.append(
+                f"Against the {c.name}: {_times(c.cost_s, s.cost_s)} cheaper but less "
+                f"accurate ({error_label} {s.error:.3g} against {c.error:.3g}); a cheaper "
+                "solver setting might match it."
+            )
+        else:
+            sentences.append(
+                f"Against the {c.name}: more accurate ({error_label} {s.error:.3g} against "
+                f"{c.error:.3g}) but {_times(s.cost_s, c.cost_s)} as costly."
+            )
+    else:
+        sentences.append("No same-cost solver baseline was measured.")
+
+    if persistence is not None and persistence.has_error and s.has_error:
+        if s.error >= persistence.error:
+            msg = (
+                f"the learned stepper is no more accurate than {persistence.name} "
+                f"({error_label} {s.error:.3g} against {persistence.error:.3g})"
+            )
+            warnings.append(msg)
+            problems.append(msg)
+        else:
+            sentences.append(
+                f"It beats {persistence.name} ({error_label} {persistence.error:.3g})."
+            )
+    if blowup_fraction is not None and math.isfinite(blowup_fraction) and blowup_fraction > 0:
+        warnings.append(
+            f"{100 * blowup_fraction:.0f}% of the learned stepper's long rollouts blew up"
+        )
+    if hybrid_speedup is not None and math.isfinite(hybrid_speedup) and hybrid_speedup < 1:
+        warnings.append(
+            f"the hybrid is slower than the solver (speed-up {hybrid_speedup:.3g}x): it "
+            "saves no time"
+        )
+
+    if problems:
+        answer, head = "no", f"No: {problems[0]}."
+    elif faster_than_ref and dominates_coarse:
+        answer = "yes"
+        head = (
+            f"Yes: the learned stepper is {_times(reference.cost_s, s.cost_s)} faster than the "
+            f"{reference.name} and beats the {same_cost.name} on both cost and error."
+        )
+    elif faster_than_ref and dominates_coarse is False:
+        answer = "it depends"
+        head = (
+            f"It depends: {_times(reference.cost_s, s.cost_s)} faster than the "
+            f"{reference.name}, but a trade-off against the {same_cost.name} (below)."
+        )
+    else:
+        answer = "undetermined"
+        missing = []
+        if faster_than_ref is None:
+            missing.append("the reference solver's cost")
+        if dominates_coarse is None:
+            missing.append("a same-cost solver's cost and error")
+        head = f"Undetermined: {' and '.join(missing)} not measured."
+    return Verdict(answer, (head, *sentences), tuple(warnings))
 
 
 class _Doc:
@@ -71,25 +283,31 @@ class _Doc:
         body = [f"<h1>{e(self.title)}</h1>"]
         for kind, b in self.blocks:
             if kind == "h":
-                body.append(f"<h2>{e(b)}</h2>")
+                body.append(f"<h2>{_inline_html(b)}</h2>")
             elif kind == "p":
-                body.append(f"<p>{e(b)}</p>")
+                body.append(f"<p>{_inline_html(b)}</p>")
             elif kind == "pre":
                 body.append(f"<pre>{e(b)}</pre>")
             elif kind == "img":
                 body.append(
-                    f'<figure><img src="{e(b[0])}" alt="{e(b[1])}"><figcaption>{e(b[1])}</figcaption></figure>'
+                    f'<figure><img src="{e(b[0])}" alt="{e(b[1])}"><figcaption>{_inline_html(b[1])}</figcaption></figure>'
                 )
             elif kind == "table":
                 header, rows = b
-                body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-                body += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+                body.append(
+                    "<table><tr>" + "".join(f"<th>{_inline_html(h)}</th>" for h in header) + "</tr>"
+                )
+                body += [
+                    "<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>"
+                    for r in rows
+                ]
                 body.append("</table>")
         style = (
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
             "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}"
             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
             "pre{background:#f7f7f7;padding:8px;overflow-x:auto}figcaption{color:#555;font-size:90%}"
+            "code{background:#f3f3f3;padding:0 3px}"
         )
         return (
             f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(self.title)}</title>"
@@ -164,6 +382,113 @@ def _front_section(doc: _Doc, run_dir: Path) -> None:
         doc.img("figures/front.png", "Cost-accuracy front: solver ladder and learned stepper")
 
 
+def _grid_name(points: Sequence[int]) -> str:
+    return "x".join(str(int(n)) for n in points)
+
+
+def _solver_names(ev) -> tuple[str, str]:
+    """Names of the reference solver and of the coarse baseline, with their grids."""
+    fine = [int(n) for n in np.atleast_1d(ev.attrs.get("grid_num_points", []))]
+    coarse = [int(n) for n in np.atleast_1d(ev.attrs.get("coarse_num_points", []))]
+    ref = f"reference solver ({_grid_name(fine)})" if fine else "reference solver"
+    if not fine or not coarse:
+        return ref, "coarse solver"
+    factor = fine[0] / coarse[0]
+    word = {2.0: "half", 4.0: "quarter"}.get(factor, f"1/{factor:g}")
+    return ref, f"{word}-resolution solver ({_grid_name(coarse)})"
+
+
+def _mean_nrmse(ev, model: str) -> float:
+    """nRMSE of ``model`` averaged over variables and lead times after the first."""
+    return float(ev["nrmse"].sel(model=model).isel(lead_time=slice(1, None)).mean())
+
+
+def evaluation_verdict(ev, hybrid_summary: Mapping[str, Any] | None = None) -> Verdict:
+    """:func:`verdict` from an evaluation table (``evaluation.nc``) and the hybrid summary.
+
+    Costs are the rollout wall times of the evaluation (same trajectories, same horizon,
+    compile excluded); the error is the nRMSE averaged over variables and lead times.
+    """
+    models = [str(m) for m in ev["model"].values]
+    ref_name, coarse_name = _solver_names(ev)
+    learned = str(ev.attrs.get("stepper_model", "surrogate"))
+
+    def contender(model: str, name: str) -> Contender | None:
+        if model not in models:
+            return None
+        cost = float(ev["wall_time"].sel(model=model))
+        return Contender(name, cost, _mean_nrmse(ev, model))
+
+    blowup = None
+    if "blowup_fraction" in ev and learned in models:
+        blowup = float(ev["blowup_fraction"].sel(model=learned))
+    hybrid_speedup = None
+    if hybrid_summary is not None:
+        hybrid_speedup = (hybrid_summary.get("hybrid") or {}).get("speedup")
+    return verdict(
+        contender(learned, "learned stepper"),
+        reference=Contender(ref_name, float(ev["wall_time"].sel(model="truth")), 0.0)
+        if "truth" in models
+        else None,
+        same_cost=contender("coarse_solver", coarse_name),
+        persistence=contender("persistence", "persistence"),
+        hybrid_speedup=hybrid_speedup,
+        blowup_fraction=blowup,
+        error_label="mean nRMSE",
+    )
+
+
+def _evaluation_verdict_section(doc: _Doc, ev, hy: Mapping[str, Any] | None) -> None:
+    """The verdict of runs without a front stage, from ``evaluation.nc``."""
+    v = evaluation_verdict(ev, hy)
+    doc.h("Verdict: is the learned stepper worth using here?")
+    doc.p(v.sentences[0])
+    for w in v.warnings:
+        doc.p(f"Warning: {w}.")
+    for sentence in v.sentences[1:]:
+        doc.p(sentence)
+    ref_name, coarse_name = _solver_names(ev)
+    learned = str(ev.attrs.get("stepper_model", "surrogate"))
+    names = {
+        "truth": ref_name,
+        learned: f"learned stepper ({learned})",
+        "coarse_solver": coarse_name,
+        "persistence": "persistence",
+    }
+    horizon = float(ev["lead_time"].values[-1])
+    ref_cost = float(ev["wall_time"].sel(model="truth"))
+    rows = []
+    for m in ev["model"].values:
+        m = str(m)
+        cost = float(ev["wall_time"].sel(model=m))
+        valid = float(ev["valid_time"].sel(model=m).min())
+        rows.append(
+            [
+                names.get(m, m),
+                cost,
+                ref_cost / cost if np.isfinite(ref_cost) and cost > 0 else None,
+                _mean_nrmse(ev, m),
+                _beyond(valid, horizon),
+            ]
+        )
+    doc.table(
+        [
+            "stepper",
+            "cost: rollout wall time [s]",
+            "speed-up over the reference",
+            f"mean nRMSE over lead times 0-{horizon:g}",
+            f"valid time (ACC > {float(ev.attrs.get('acc_threshold', 0.6)):g}), worst variable",
+        ],
+        rows,
+    )
+    doc.p(
+        f"Costs: rollouts of the same {ev.attrs.get('num_trajectories')} test trajectories over "
+        f"lead times up to {horizon:g} (batch {ev.attrs.get('batch_size')}), compile excluded, "
+        "same device; the reference is the solver re-run from the same initial states. "
+        "Errors against the reference trajectories."
+    )
+
+
 def write_report(
     run_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -185,7 +510,21 @@ def write_report(
 
     info = datasets.dataset_info(data_dir)
     doc = _Doc(f"Run report: {run_dir.name}")
-    _front_section(doc, run_dir)
+    ev_path = run_dir / "evaluation.nc"
+    ev = None
+    if ev_path.exists():
+        from surrogate.evaluate import load_evaluation
+
+        ev = load_evaluation(ev_path)
+    hy_path = run_dir / "hybrid" / "summary.json"
+    hy = json.loads(hy_path.read_text()) if hy_path.exists() else None
+    if (run_dir / "front.json").exists():
+        _front_section(doc, run_dir)
+    elif ev is not None:
+        _evaluation_verdict_section(doc, ev, hy)
+    else:
+        doc.h("Verdict: is the learned stepper worth using here?")
+        doc.p("Not available: run the `evaluate` stage (or `front`) for the costs and errors.")
     doc.p(
         f"Solver `{info.get('solver')}` on grid {tuple(info['grid']['num_points'])} "
         f"(axes {tuple(info['grid']['axes'])}), output interval dt = {info['dt']:g}; "
@@ -210,16 +549,11 @@ def write_report(
     records = MetricsLog.read(run_dir / "train")
     if records:
         doc.h("Training")
-        plot_records = [
-            {
-                "step": r["step"],
-                "loss": r["loss"],
-                "lr": r.get("lr"),
-                **({"val_loss": r["val_nrmse"]} if r.get("val_nrmse") is not None else {}),
-            }
-            for r in records
-        ]
-        plots.plot_training_curves(plot_records, figures / "training.png")
+        schedule = None
+        config_path = run_dir / "train" / "train_config.json"
+        if config_path.exists():  # absolute switch steps, as training used them
+            schedule = json.loads(config_path.read_text()).get("rollout_schedule")
+        plots.plot_training_curves(records, figures / "training.png", rollout_schedule=schedule)
         last = records[-1]
         shipped = ""
         meta_path = run_dir / "train" / "training.json"
@@ -231,14 +565,15 @@ def write_report(
             f"{last['step']} optimizer steps; final training loss {last['loss']:.3g} (MSE in units "
             "of the one-step-change std); validation: normalised RMSE of rollouts." + shipped
         )
-        doc.img("figures/training.png", "Training loss and validation rollout error against step")
+        doc.img(
+            "figures/training.png",
+            "Training loss, validation rollout nRMSE and learning rate against step, on "
+            "separate axes; dotted lines: rollout-curriculum switches",
+        )
 
-    ev_path = run_dir / "evaluation.nc"
-    if ev_path.exists():
-        from surrogate.evaluate import load_evaluation
-
-        ev = load_evaluation(ev_path)
+    if ev is not None:
         doc.h("Skill against lead time")
+        horizon = float(ev["lead_time"].values[-1])
         header = [
             "model",
             "variable",
@@ -249,21 +584,24 @@ def write_report(
         ]
         rows = []
         for m in ev["model"].values:
-            if str(m) == "truth":
-                continue
+            name = "reference solver (truth)" if str(m) == "truth" else str(m)
             for v in ev["variable"].values:
                 sel = {"model": m, "variable": v}
                 rows.append(
                     [
-                        str(m),
+                        name,
                         str(v),
                         float(ev["rmse"].sel(sel).isel(lead_time=-1)),
                         float(ev["acc"].sel(sel).isel(lead_time=-1)),
-                        float(ev["valid_time"].sel(sel)),
+                        _beyond(float(ev["valid_time"].sel(sel)), horizon),
                         float(ev["wall_time"].sel(model=m)),
                     ]
                 )
         doc.table(header, rows)
+        doc.p(
+            f'Last lead = {horizon:g}; a valid time "> {horizon:g}" means the ACC never '
+            "dropped below the threshold within the horizon."
+        )
         for name, caption in (
             (
                 "skill.png",
@@ -276,9 +614,7 @@ def write_report(
             if (figures / name).exists():
                 doc.img(f"figures/{name}", caption)
 
-    hy_path = run_dir / "hybrid" / "summary.json"
-    if hy_path.exists():
-        hy = json.loads(hy_path.read_text())
+    if hy is not None:
         doc.h("Hybrid runner")
         lead_t = hy["short_lead_steps"] * hy["dt"]
 
@@ -318,8 +654,13 @@ def write_report(
         doc.p(
             f"Horizon {hy['num_steps']} steps of dt = {hy['dt']:g} for {hy['num_trajectories']} test trajectories; "
             "accuracy against the pure-solver run from the same initial states. Pure surrogate: "
-            f"{hy['surrogate'].get('blown_up_members', 0)} of {hy['num_trajectories']} members blew up "
-            f"(first at t = {_fmt(hy['surrogate'].get('first_blowup_time'))}). The long-run spectrum error is the "
+            + (
+                f"{hy['surrogate']['blown_up_members']} of {hy['num_trajectories']} members blew "
+                f"up (first at t = {_fmt(hy['surrogate'].get('first_blowup_time'))}). "
+                if hy["surrogate"].get("blown_up_members", 0)
+                else f"no member blew up within the horizon (t > {hy['num_steps'] * hy['dt']:g}). "
+            )
+            + "The long-run spectrum error is the "
             "largest relative deviation of the mean power spectrum over the second half of the run from the "
             "solver's, over the resolved wavenumbers."
         )
@@ -354,9 +695,21 @@ def write_report(
             if (figures / name).exists():
                 doc.img(f"figures/{name}", caption)
 
-    if all_timings:
+    from surrogate.front_stage import read_stage_times
+
+    cumulative = read_stage_times(run_dir)
+    stages = list(dict.fromkeys([*cumulative, *all_timings]))
+    if stages:
         doc.h("Wall times")
-        doc.table(["stage", "wall time [s]"], [[k, v] for k, v in all_timings.items()])
+        doc.table(
+            ["stage", "wall time over all runs [s]", "this run [s]"],
+            [[k, cumulative.get(k, all_timings.get(k)), (timings or {}).get(k)] for k in stages],
+        )
+        doc.p(
+            "Over all runs: summed over every invocation in this run directory "
+            "(stage_times.json), so a resumed stage shows its whole cost; this run: the "
+            "invocation that wrote the report (a stage found up to date takes next to nothing)."
+        )
     versions = run_dir / "versions.json"
     if versions.exists():
         doc.h("Versions")

@@ -1198,9 +1198,9 @@ def _check_params_finite(params, step: int) -> None:
 def _progress(enabled: bool, start: int, total: int):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from datasets.progress import progress_bar
 
-    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    return progress_bar(total=total, initial=start, desc="train", unit="step")
 
 
 def init_forecaster(spec, statistics, *, seed: int = 0) -> Forecaster:
