@@ -5,14 +5,20 @@
 - :func:`validate` checks schema, consistency, accuracy and completeness;
 - :func:`open_dataset`, :func:`load_trajectories`, :func:`dataset_info` read it back;
 - :func:`compute_statistics` / :func:`load_statistics` give training-split normalisation;
-- :class:`WindowLoader` serves reproducibly shuffled ``(history -> horizon)`` windows.
+- :class:`WindowLoader` serves reproducibly shuffled ``(history -> horizon)`` windows;
+  :class:`ArrayLoader` the same from arrays in memory;
+- :func:`from_arrays` / :func:`from_xarray` turn trajectories made elsewhere (numpy,
+  xarray, a netCDF file) into a dataset, and :func:`statistics_from_arrays` gives their
+  statistics.
 
 This package is imported as ``datasets``; ``__hybrid_surrogates__`` tells it apart from
 the unrelated PyPI package of the same name.
 """
 
+from datasets.arrays import from_arrays, from_xarray
 from datasets.generation import generate, regenerate_trajectories, regenerate_trajectory
 from datasets.loading import (
+    ArrayLoader,
     NonFiniteDataError,
     WindowLoader,
     dataset_identity,
@@ -21,13 +27,19 @@ from datasets.loading import (
     open_dataset,
 )
 from datasets.manifest import ManifestError, read_manifest
-from datasets.statistics import Statistics, compute_statistics, load_statistics
+from datasets.statistics import (
+    Statistics,
+    compute_statistics,
+    load_statistics,
+    statistics_from_arrays,
+)
 from datasets.storage import DatasetLockedError, ShardIntegrityError
 from datasets.validation import Issue, ValidationReport, validate
 
 __hybrid_surrogates__ = True
 
 __all__ = [
+    "ArrayLoader",
     "DatasetLockedError",
     "Issue",
     "ManifestError",
@@ -39,6 +51,8 @@ __all__ = [
     "compute_statistics",
     "dataset_identity",
     "dataset_info",
+    "from_arrays",
+    "from_xarray",
     "generate",
     "load_statistics",
     "load_trajectories",
@@ -46,5 +60,6 @@ __all__ = [
     "read_manifest",
     "regenerate_trajectories",
     "regenerate_trajectory",
+    "statistics_from_arrays",
     "validate",
 ]

@@ -58,8 +58,11 @@ from datasets.manifest import (
     check_splits,
     describe_differences,
     read_manifest,
+    remove_dataset_files,
     split_ranges,
     stored_trajectories,
+    trajectory_splits,
+    write_manifest,
 )
 from datasets.storage import normalise
 
@@ -136,12 +139,32 @@ _SOLVER_ATTRS = (
 
 
 def check_solver(solver: Any) -> None:
-    """Raise ``TypeError`` naming the first part of the Solver contract ``solver`` lacks."""
+    """Raise ``TypeError`` naming the first part of the Solver contract ``solver`` lacks.
+
+    The contract: a JAX pytree (it enters ``jax.jit``) whose leaves are arrays or numbers,
+    with ``name``, ``variables``, ``units``, ``long_names``, ``grid``, ``dt``,
+    ``precision``, ``config()``, ``initial_condition(key)`` and ``advance(state)``; see
+    :class:`solvers.Solver`, or wrap a step function with :func:`solvers.from_step`.
+    """
+    from solvers.base import check_pytree
+
+    check_pytree("datasets.generate", solver)
     for attr in _SOLVER_ATTRS:
-        if not hasattr(solver, attr):
+        try:
+            getattr(solver, attr)
+        except AttributeError as e:
             raise TypeError(
-                f"solver must follow the solvers.Solver contract; {type(solver).__name__} "
-                f"has no attribute {attr!r}"
+                f"datasets.generate: solver must follow the solvers.Solver contract "
+                f"({', '.join(_SOLVER_ATTRS)}); {type(solver).__name__} has no attribute "
+                f"{attr!r} ({e})"
+            ) from None
+    for path, leaf in jax.tree_util.tree_leaves_with_path(solver):
+        if not isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float | complex):
+            raise TypeError(
+                f"datasets.generate: solver {type(solver).__name__} has a pytree leaf "
+                f"{jax.tree_util.keystr(path)} of type {type(leaf).__name__}, which jit cannot "
+                "trace; keep it static (in _static_fields of a solvers.Solver, or "
+                "equinox.field(static=True)), or wrap your step with solvers.from_step"
             )
     missing = [v for v in solver.variables if v not in solver.units or v not in solver.long_names]
     if missing:
@@ -269,12 +292,22 @@ def _warn_if_not_rebuildable(solver: Any, out: pathlib.Path) -> None:
 
     cls, name = type(solver), getattr(solver, "name", None)
     path = solver_class_path(solver)
+    for problem in getattr(solver, "rebuild_problems", lambda: [])():
+        log.warning(
+            "%s: %s: the dataset cannot be re-simulated from its provenance (validation "
+            "rebuilds the solver); move the function into an importable module and trust it "
+            "with solvers.trust_module, or validate with datasets.validate(path, "
+            "solver=<this solver>)",
+            out,
+            problem,
+        )
     if cls.__module__ in ("__main__", "__mp_main__"):
         log.warning(
             "%s: solver class %s is defined in a script (module __main__): the dataset "
             "cannot be re-validated in another process (python -m datasets.validate, "
             "hs-validate); move the class into an importable module and trust it with "
-            "solvers.trust_module, or register it with solvers.register",
+            "solvers.trust_module, or register it with solvers.register; in this process, "
+            "validate with datasets.validate(path, solver=<this solver>)",
             out,
             path,
         )
@@ -606,16 +639,19 @@ def _finish_shard(
         record["nonfinite"] = bad
         return record
     keep = np.asarray([k < 0 for k in first_bad], dtype=bool)
-    ds = storage.shard_dataset(
-        frames[keep],
-        np.arange(start, stop)[keep],
-        layout=layout,
-        attrs=_shard_attrs(spec, layout, index),
-        compression_level=spec.get("compression_level", 0),
+    ids = np.arange(start, stop)[keep]
+    record.update(
+        storage.write_shard_file(
+            out_dir,
+            index,
+            frames[keep],
+            ids,
+            layout=layout,
+            attrs=_shard_attrs(spec, layout, index),
+            compression_level=spec.get("compression_level", 0),
+            splits=trajectory_splits(split_ranges(spec["num_trajectories"], spec["splits"]), ids),
+        )
     )
-    name = storage.shard_name(index)
-    digest, size = storage.write_shard(ds, out_dir / name)
-    record.update(file=name, stored=int(keep.sum()), sha256=digest, size=size)
     return record
 
 
@@ -1099,19 +1135,8 @@ def _event(manifest: dict, event: str, batch_size: int, workers: int) -> None:
     )
 
 
-def _write_manifest(out: pathlib.Path, manifest: dict) -> None:
-    manifest["shards"].sort(key=lambda s: s["index"])
-    manifest["skipped"] = [b for s in manifest["shards"] for b in s.get("skipped", [])]
-    storage.write_json_atomic(out / MANIFEST_NAME, manifest)
-
-
-def _remove_dataset_files(out: pathlib.Path) -> None:
-    """Delete only files this package writes (shards, manifest, statistics)."""
-    for p in out.glob(f"{storage.SHARD_PREFIX}*{storage.SHARD_SUFFIX}"):
-        p.unlink()
-    for name in (MANIFEST_NAME, STATISTICS_NAME):
-        with contextlib.suppress(FileNotFoundError):
-            (out / name).unlink()
+_write_manifest = write_manifest
+_remove_dataset_files = remove_dataset_files
 
 
 # Spec keys that record provenance without changing the data values: a complete dataset

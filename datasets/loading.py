@@ -28,6 +28,7 @@ from datasets.manifest import (
     read_manifest,
     shard_rows,
     stored_trajectories,
+    trajectory_splits,
 )
 
 # netCDF-C/HDF5 are not thread-safe; every read in this module goes through this lock.
@@ -86,6 +87,21 @@ def dataset_identity(path: str | pathlib.Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def find_nonfinite(frames: np.ndarray) -> tuple[int, int, int] | None:
+    """``(row, frame, channel)`` of the first NaN/Inf in ``frames (n, T, C, *spatial)``.
+
+    Returns:
+        ``None`` when every value is finite; else the first offending row, then frame,
+        then channel (row-major order).
+    """
+    if np.isfinite(frames).all():
+        return None
+    n, t, c = frames.shape[:3]
+    bad = ~np.isfinite(frames.reshape(n, t, c, -1)).all(axis=-1)  # (n, T, C)
+    r, f, v = (int(a[0]) for a in np.nonzero(bad))
+    return r, f, v
+
+
 def check_finite(
     frames: np.ndarray,
     trajectories: np.ndarray,
@@ -93,6 +109,7 @@ def check_finite(
     variables: tuple[str, ...] | list[str],
     dt: float,
     source: str,
+    advice: str | None = None,
 ) -> None:
     """Raise naming the first trajectory, variable and frame of ``frames`` holding NaN/Inf.
 
@@ -103,21 +120,25 @@ def check_finite(
         variables: channel names.
         dt: time between frames (time units of the dataset).
         source: where the frames come from (a shard file, a dataset directory).
+        advice: what to do, appended to the message (default: validate and regenerate
+            the dataset).
 
     Raises:
         NonFiniteDataError: naming trajectory, variable, frame and time.
     """
-    if np.isfinite(frames).all():
+    where = find_nonfinite(frames)
+    if where is None:
         return
-    n, t, c = frames.shape[:3]
-    bad = ~np.isfinite(frames.reshape(n, t, c, -1)).all(axis=-1)  # (n, T, C)
-    r, f, v = (int(a[0]) for a in np.nonzero(bad))
+    r, f, v = where
     frame = f + (0 if frame_offsets is None else int(frame_offsets[r]))
     raise NonFiniteDataError(
         f"{source}: trajectory {int(trajectories[r])} holds NaN/Inf in variable "
-        f"{variables[v]!r} at frame {frame} (t = {frame * dt:.6g}); the stored data are "
-        "corrupt, so training on them would diverge: validate the dataset "
-        "(python -m datasets.validate DIR) and regenerate it"
+        f"{variables[v]!r} at frame {frame} (t = {frame * dt:.6g}); "
+        + (
+            advice
+            or "the stored data are corrupt, so training on them would diverge: validate the "
+            "dataset (python -m datasets.validate DIR) and regenerate it"
+        )
     )
 
 
@@ -129,7 +150,10 @@ def dataset_info(path: str | pathlib.Path) -> dict[str, Any]:
         ``time_units``, ``grid`` (``Grid.to_dict()``), ``dt``, ``precision``,
         ``state_shape``, ``num_frames``, ``num_trajectories`` (stored, per split and
         ``"total"``), ``splits`` (index ranges), ``seed``, ``spinup_steps``, ``complete``,
-        ``skipped`` and ``path``.
+        ``skipped``, ``source`` and ``path``. Data imported with
+        :func:`datasets.from_arrays` / :func:`datasets.from_xarray` have ``solver``,
+        ``seed`` and ``spinup_steps`` ``None`` and ``source`` describing where they came
+        from (``None`` for generated data).
     """
     directory = dataset_dir(path)
     m = read_manifest(directory)
@@ -151,8 +175,9 @@ def dataset_info(path: str | pathlib.Path) -> dict[str, Any]:
         "num_frames": int(spec["num_frames"]),
         "num_trajectories": counts,
         "splits": {k: tuple(v) for k, v in m["splits"].items()},
-        "seed": int(spec["seed"]),
-        "spinup_steps": int(spec["spinup_steps"]),
+        "seed": None if spec.get("seed") is None else int(spec["seed"]),
+        "spinup_steps": None if spec.get("spinup_steps") is None else int(spec["spinup_steps"]),
+        "source": spec.get("source"),
         "complete": bool(m["complete"]),
         "skipped": list(m.get("skipped", [])),
     }
@@ -260,7 +285,10 @@ def open_dataset(path: str | pathlib.Path, split: str | None = None):
     with xr.open_dataset(
         verify_shard(directory, m["shards"][0]), engine="netcdf4", decode_times=False, cache=False
     ) as first:
-        coords = {k: first[k].variable.load() for k in first.coords if k != "trajectory"}
+        # Per-trajectory coordinates (trajectory, split) cover all shards: built below.
+        coords = {
+            k: first[k].variable.load() for k in first.coords if k not in ("trajectory", "split")
+        }
         var_attrs = {v: dict(first[v].attrs) for v in layout["variables"]}
         attrs = dict(first.attrs)
     for k in ("shard_index",):
@@ -281,6 +309,13 @@ def open_dataset(path: str | pathlib.Path, split: str | None = None):
     }
     coords["trajectory"] = xr.Variable(
         "trajectory", trajectories, attrs={"long_name": "trajectory index", "units": "1"}
+    )
+    # The shards' split coordinate, from the manifest's ranges it was written from (shards
+    # written before it existed lack it; the manifest is the same for all).
+    coords["split"] = xr.Variable(
+        "trajectory",
+        np.asarray(trajectory_splits(m["splits"], trajectories), dtype=object),
+        attrs={"long_name": "dataset split of the trajectory (see manifest.json splits)"},
     )
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     ds.set_close(lambda: [mgr.close() for mgr in managers])
@@ -341,8 +376,149 @@ def load_trajectories(
     return out
 
 
-# ---- the window loader ------------------------------------------------------------------
-class WindowLoader:
+# ---- the window loaders ------------------------------------------------------------------
+def _check_loader_ints(owner: str, **values: tuple[Any, int]) -> None:
+    """Raise ``ValueError`` naming the first ``name=(value, minimum)`` that is no such int."""
+    for name, (value, low) in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
+
+
+class _WindowBatches:
+    """Window numbering, per-epoch shuffling, batches and prefetching of the window loaders.
+
+    Subclasses set ``batch_size``, ``history``, ``horizon``, ``seed``, ``shuffle``,
+    ``drop_last``, ``prefetch``, ``dtype``, ``num_frames``, ``window_length``,
+    ``windows_per_trajectory`` and ``_perm_cache``, and implement ``num_trajectories`` and
+    ``_gather(rows, t0) -> (n, window_length, C, *spatial)``.
+    """
+
+    batch_size: int
+    history: int
+    horizon: int
+    seed: int
+    shuffle: bool
+    drop_last: bool
+    prefetch: int
+    window_length: int
+    windows_per_trajectory: int
+    _perm_cache: collections.OrderedDict[int, np.ndarray]
+
+    @property
+    def num_trajectories(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def num_windows(self) -> int:
+        return self.num_trajectories * self.windows_per_trajectory
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n, b = self.num_windows, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def _gather(self, rows: np.ndarray, t0: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # ---- batches
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_windows)
+        perm = self._perm_cache.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
+            self._perm_cache[epoch] = perm
+            while len(self._perm_cache) > 2:
+                self._perm_cache.popitem(last=False)
+        return perm
+
+    def window_indices(self, step: int) -> np.ndarray:
+        """Window numbers of batch ``step`` (``trajectory_row * W + t0``)."""
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"{type(self).__name__}: step must be an int >= 0, got {step!r}")
+        epoch, within = divmod(int(step), self.steps_per_epoch)
+        b = self.batch_size
+        return self._permutation(epoch)[within * b : (within + 1) * b]
+
+    def batch(
+        self, step: int, part: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``step``: ``inputs (B, history, C, *spatial)``, ``targets (B, horizon, C,
+        *spatial)``, where targets are the frames right after the inputs.
+
+        With ``part=(i, p)`` only the ``i``-th of ``p`` contiguous, near-equal slices of the
+        batch's rows (rows ``B*i//p`` to ``B*(i+1)//p``) is read and returned: how each of
+        ``p`` data-parallel processes reads just its own share.
+        """
+        w = self.window_indices(step)
+        if part is not None:
+            i, p = (int(v) for v in part)
+            if not 0 <= i < p:
+                raise ValueError(
+                    f"{type(self).__name__}: part must be (i, p) with 0 <= i < p, got {part}"
+                )
+            n = w.size
+            w = w[n * i // p : n * (i + 1) // p]
+        rows, t0 = np.divmod(w, self.windows_per_trajectory)
+        frames = self._gather(rows, t0)
+        return frames[:, : self.history], frames[:, self.history :]
+
+    def iterate(
+        self, start_step: int = 0, num_steps: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(step, inputs, targets)`` from ``start_step`` (forever if ``num_steps`` is
+        None), preparing up to ``prefetch`` batches ahead in a background thread."""
+        stop = None if num_steps is None else start_step + int(num_steps)
+        steps = iter(range(start_step, stop) if stop is not None else _count(start_step))
+        if self.prefetch == 0:
+            for s in steps:
+                yield (s, *self.batch(s))
+            return
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        halt = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for s in steps:
+                    item = (s, *self.batch(s))
+                    while not halt.is_set():
+                        with contextlib.suppress(queue.Full):
+                            q.put(item, timeout=0.1)
+                            break
+                    if halt.is_set():
+                        return
+                q.put(done)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                q.put(e)
+
+        thread = threading.Thread(
+            target=produce, name=f"{type(self).__name__}-prefetch", daemon=True
+        )
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            halt.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    q.get_nowait()
+            thread.join(timeout=5)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        return self.iterate()
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+
+class WindowLoader(_WindowBatches):
     """Reproducibly shuffled batches of ``(history -> horizon)`` windows of a dataset split.
 
     Batch ``step`` is a pure function of ``(seed, step)``: epoch ``e = step //
@@ -392,15 +568,14 @@ class WindowLoader:
         dtype: str | np.dtype = "float32",
         memory_budget_bytes: int = 4 << 30,
     ) -> None:
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("history", history, 1),
-            ("horizon", horizon, 1),
-            ("seed", seed, 0),
-            ("prefetch", prefetch, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise ValueError(f"WindowLoader: {name} must be an int >= {low}, got {value!r}")
+        _check_loader_ints(
+            "WindowLoader",
+            batch_size=(batch_size, 1),
+            history=(history, 1),
+            horizon=(horizon, 1),
+            seed=(seed, 0),
+            prefetch=(prefetch, 0),
+        )
         self.path = dataset_dir(path)
         self._manifest = read_manifest(self.path)
         self.split = split
@@ -437,15 +612,6 @@ class WindowLoader:
     @property
     def num_trajectories(self) -> int:
         return int(self._ids.size)
-
-    @property
-    def num_windows(self) -> int:
-        return self.num_trajectories * self.windows_per_trajectory
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n, b = self.num_windows, self.batch_size
-        return n // b if self.drop_last else -(-n // b)
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -491,101 +657,10 @@ class WindowLoader:
             return self._data
         return load_trajectories(self.path, self.split, self.dtype)
 
-    # ---- batches
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.num_windows)
-        perm = self._perm_cache.get(epoch)
-        if perm is None:
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
-            self._perm_cache[epoch] = perm
-            while len(self._perm_cache) > 2:
-                self._perm_cache.popitem(last=False)
-        return perm
-
-    def window_indices(self, step: int) -> np.ndarray:
-        """Window numbers of batch ``step`` (``trajectory_row * W + t0``)."""
-        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
-            raise ValueError(f"WindowLoader: step must be an int >= 0, got {step!r}")
-        epoch, within = divmod(int(step), self.steps_per_epoch)
-        b = self.batch_size
-        return self._permutation(epoch)[within * b : (within + 1) * b]
-
-    def batch(
-        self, step: int, part: tuple[int, int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Batch ``step``: ``inputs (B, history, C, *spatial)``, ``targets (B, horizon, C,
-        *spatial)``, where targets are the frames right after the inputs.
-
-        With ``part=(i, p)`` only the ``i``-th of ``p`` contiguous, near-equal slices of the
-        batch's rows (rows ``B*i//p`` to ``B*(i+1)//p``) is read and returned: how each of
-        ``p`` data-parallel processes reads just its own share.
-        """
-        w = self.window_indices(step)
-        if part is not None:
-            i, p = (int(v) for v in part)
-            if not 0 <= i < p:
-                raise ValueError(f"WindowLoader: part must be (i, p) with 0 <= i < p, got {part}")
-            n = w.size
-            w = w[n * i // p : n * (i + 1) // p]
-        rows, t0 = np.divmod(w, self.windows_per_trajectory)
+    def _gather(self, rows: np.ndarray, t0: np.ndarray) -> np.ndarray:
         if self._data is not None:
-            frames = self._data[rows[:, None], t0[:, None] + np.arange(self.window_length)]
-        else:
-            frames = self._read_windows(rows, t0)
-        return frames[:, : self.history], frames[:, self.history :]
-
-    def iterate(
-        self, start_step: int = 0, num_steps: int | None = None
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(step, inputs, targets)`` from ``start_step`` (forever if ``num_steps`` is
-        None), preparing up to ``prefetch`` batches ahead in a background thread."""
-        stop = None if num_steps is None else start_step + int(num_steps)
-        steps = iter(range(start_step, stop) if stop is not None else _count(start_step))
-        if self.prefetch == 0:
-            for s in steps:
-                yield (s, *self.batch(s))
-            return
-        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        halt = threading.Event()
-        done = object()
-
-        def produce() -> None:
-            try:
-                for s in steps:
-                    item = (s, *self.batch(s))
-                    while not halt.is_set():
-                        with contextlib.suppress(queue.Full):
-                            q.put(item, timeout=0.1)
-                            break
-                    if halt.is_set():
-                        return
-                q.put(done)
-            except BaseException as e:  # noqa: BLE001 - handed to the consumer
-                q.put(e)
-
-        thread = threading.Thread(target=produce, name="WindowLoader-prefetch", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            halt.set()
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    q.get_nowait()
-            thread.join(timeout=5)
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        return self.iterate()
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
+            return self._data[rows[:, None], t0[:, None] + np.arange(self.window_length)]
+        return self._read_windows(rows, t0)
 
     # ---- lazy reads
     def _build_locator(self):
@@ -639,6 +714,164 @@ class WindowLoader:
                 self._handles.popitem()[1].close()
 
 
+class ArrayLoader(_WindowBatches):
+    """:class:`WindowLoader`'s batches from trajectories already in memory.
+
+    The training contract is the window loader's, method for method: batch ``step`` is a
+    pure function of ``(seed, step)`` (epoch ``e`` visits the windows in the order of
+    ``numpy.random.default_rng([seed, e]).permutation(num_windows)``), windows are
+    numbered trajectory-major, and ``batch``, ``window_indices``, ``iterate`` (with
+    prefetching), ``statistics``, ``trajectories`` and the metadata attributes behave
+    alike. On the same trajectories and arguments both loaders yield identical batches
+    (tested), so ``surrogate.train`` takes either.
+
+    Args:
+        data: ``(N, T, C, *spatial)`` trajectories (``N`` trajectories of ``T`` frames of
+            ``C`` variables; spatial axes ordered ``(..., y, x)``). Pass the training
+            trajectories only: :attr:`statistics` are computed from all of them.
+        batch_size: windows per batch ``B``.
+        history: input frames per window (>= 1).
+        horizon: target frames per window (>= 1).
+        seed: shuffling seed (>= 0).
+        shuffle: permute windows per epoch (else trajectory-major order).
+        drop_last: drop a final partial batch of an epoch.
+        prefetch: batches prepared ahead by :meth:`iterate`'s background thread (0: none).
+        dtype: dtype of the returned arrays (``data`` is converted once, here).
+        variables: the ``C`` variable names (default ``("u0", "u1", ...)``).
+        dt: time between frames, in the data's time units (``None``: unknown).
+        grid: a :class:`solvers.grid.Grid` or its ``to_dict()`` (``None``: unknown); its
+            ``num_points`` must equal the spatial shape of ``data``.
+        statistics: normalisation statistics to report (default: computed from ``data``
+            with :func:`datasets.statistics.statistics_from_arrays`, on first access).
+
+    Raises:
+        ValueError: a bad argument (named, with the shape expected), or no window fits.
+        NonFiniteDataError: ``data`` holds NaN/Inf (naming the trajectory and frame).
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        *,
+        batch_size: int,
+        history: int = 1,
+        horizon: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        prefetch: int = 2,
+        dtype: str | np.dtype = "float32",
+        variables: tuple[str, ...] | list[str] | None = None,
+        dt: float | None = None,
+        grid: Any = None,
+        statistics: Any = None,
+    ) -> None:
+        _check_loader_ints(
+            "ArrayLoader",
+            batch_size=(batch_size, 1),
+            history=(history, 1),
+            horizon=(horizon, 1),
+            seed=(seed, 0),
+            prefetch=(prefetch, 0),
+        )
+        self.batch_size, self.history, self.horizon = int(batch_size), int(history), int(horizon)
+        self.seed, self.shuffle, self.drop_last = int(seed), bool(shuffle), bool(drop_last)
+        self.prefetch = int(prefetch)
+        self.dtype = np.dtype(dtype)
+        raw = np.asarray(data)
+        if raw.ndim < 4 or not np.issubdtype(raw.dtype, np.number):
+            raise ValueError(
+                "ArrayLoader: data must be a real array of shape (num_trajectories, "
+                f"num_frames, num_variables, *spatial), got shape {raw.shape} and dtype "
+                f"{raw.dtype}"
+            )
+        self._data = np.ascontiguousarray(raw, dtype=self.dtype)
+        n, self.num_frames, c = self._data.shape[:3]
+        names = tuple(f"u{i}" for i in range(c)) if variables is None else tuple(variables)
+        if len(names) != c:
+            raise ValueError(
+                f"ArrayLoader: variables names {len(names)} variable(s) {list(names)}, but "
+                f"data (shape {raw.shape}) has {c} on axis 2"
+            )
+        self._variables = names
+        if dt is not None and not (np.isfinite(dt) and dt > 0):
+            raise ValueError(f"ArrayLoader: dt must be a finite number > 0, got {dt!r}")
+        self._dt = None if dt is None else float(dt)
+        self._grid = None
+        if grid is not None:
+            grid = grid.to_dict() if hasattr(grid, "to_dict") else dict(grid)
+            if tuple(grid.get("num_points", ())) != self._data.shape[3:]:
+                raise ValueError(
+                    f"ArrayLoader: grid num_points {grid.get('num_points')} differ from the "
+                    f"spatial shape {self._data.shape[3:]} of data (shape {raw.shape})"
+                )
+            self._grid = grid
+        self.window_length = self.history + self.horizon
+        self.windows_per_trajectory = self.num_frames - self.window_length + 1
+        if n == 0:
+            raise ValueError(f"ArrayLoader: data holds no trajectories (shape {raw.shape})")
+        if self.windows_per_trajectory < 1:
+            raise ValueError(
+                f"ArrayLoader: history + horizon = {self.window_length} exceeds the "
+                f"{self.num_frames} frames per trajectory of data (shape {raw.shape})"
+            )
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"ArrayLoader: batch_size {batch_size} exceeds the {self.num_windows} windows "
+                "of data with drop_last=True"
+            )
+        check_finite(
+            self._data,
+            np.arange(n),
+            None,
+            names,
+            self._dt or 1.0,
+            "ArrayLoader: data",
+            "training on them would diverge: drop or repair that trajectory",
+        )
+        self.in_memory = True
+        self._perm_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._statistics = statistics
+
+    @property
+    def num_trajectories(self) -> int:
+        return int(self._data.shape[0])
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self._variables
+
+    @property
+    def dt(self) -> float | None:
+        return self._dt
+
+    @property
+    def grid(self) -> dict[str, Any] | None:
+        """``Grid.to_dict()`` of the data plus ``coords`` (axis name -> values), or None."""
+        if self._grid is None:
+            return None
+        return {**self._grid, "coords": storage.grid_coords(self._grid)}
+
+    @property
+    def statistics(self):
+        """:class:`~datasets.statistics.Statistics` of all of ``data`` (or those given)."""
+        if self._statistics is None:
+            from datasets.statistics import statistics_from_arrays
+
+            self._statistics = statistics_from_arrays(self._data, self._variables)
+        return self._statistics
+
+    def trajectories(self) -> np.ndarray:
+        """All trajectories ``(N, T, C, *spatial)`` of ``dtype``."""
+        return self._data
+
+    def _gather(self, rows: np.ndarray, t0: np.ndarray) -> np.ndarray:
+        return self._data[rows[:, None], t0[:, None] + np.arange(self.window_length)]
+
+    def close(self) -> None:
+        """Nothing to close (for symmetry with :class:`WindowLoader`)."""
+
+
 def _count(start: int) -> Iterator[int]:
     while True:
         yield start
@@ -646,9 +879,11 @@ def _count(start: int) -> Iterator[int]:
 
 
 __all__ = [
+    "ArrayLoader",
     "NonFiniteDataError",
     "WindowLoader",
     "check_finite",
+    "find_nonfinite",
     "dataset_identity",
     "dataset_info",
     "load_trajectories",

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets import storage
 from datasets.storage import canonical_json
 
 MANIFEST_NAME = "manifest.json"
@@ -53,10 +54,20 @@ def read_manifest(path: str | pathlib.Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such directory or no manifest in it.
+        NotADirectoryError: ``path`` is a file (e.g. a ``.nc``), not a dataset directory;
+            the message points to :func:`datasets.from_xarray`.
         ManifestError: the manifest is not JSON or not a dataset manifest.
     """
     directory = dataset_dir(path)
     file = directory / MANIFEST_NAME
+    if directory.is_file():
+        raise NotADirectoryError(
+            f"{directory} is a file, but a dataset directory (written by datasets.generate, "
+            "datasets.from_arrays or datasets.from_xarray) was expected; to train on "
+            "trajectories stored in a netCDF/HDF5 file, convert it once: "
+            f"datasets.from_xarray(OUT_DIR, xr.open_dataset({str(directory)!r}), ...) "
+            "and pass OUT_DIR here"
+        )
     if not directory.is_dir():
         raise FileNotFoundError(f"dataset directory {directory} does not exist")
     if not file.is_file():
@@ -159,6 +170,28 @@ def split_ranges(num_trajectories: int, splits: Mapping[str, float]) -> dict[str
     return out
 
 
+def trajectory_splits(splits: Mapping[str, Any], trajectories: Any) -> list[str]:
+    """The split name of each global trajectory index, from ``{name: [start, stop)}`` ranges.
+
+    Args:
+        splits: the manifest's ``splits`` (as :func:`split_ranges` returns).
+        trajectories: ``(n,)`` global trajectory indices.
+
+    Returns:
+        ``n`` split names, in the order of ``trajectories``.
+
+    Raises:
+        ValueError: an index lies in no split's range (naming it and the ranges).
+    """
+    out = []
+    for i in np.asarray(trajectories, dtype=np.int64).reshape(-1):
+        names = [name for name, (lo, hi) in splits.items() if lo <= i < hi]
+        if not names:
+            raise ValueError(f"trajectory {int(i)} lies in no split range of {dict(splits)}")
+        out.append(names[0])
+    return out
+
+
 def stored_trajectories(manifest: Mapping[str, Any], split: str | None = None) -> np.ndarray:
     """Sorted global indices of the trajectories present in finished shards (of a split).
 
@@ -225,3 +258,25 @@ def describe_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]
                 f"{k}: stored {a.get(k, '<absent>')!r}, requested {b.get(k, '<absent>')!r}"
             )
     return lines
+
+
+def write_manifest(directory: pathlib.Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` atomically: shards sorted by index, ``skipped`` gathered.
+
+    Args:
+        directory: the dataset directory.
+        manifest: the manifest; its ``shards`` are sorted in place and its ``skipped``
+            list rebuilt from the shard records.
+    """
+    manifest["shards"].sort(key=lambda s: s["index"])
+    manifest["skipped"] = [b for s in manifest["shards"] for b in s.get("skipped", [])]
+    storage.write_json_atomic(pathlib.Path(directory) / MANIFEST_NAME, manifest)
+
+
+def remove_dataset_files(directory: pathlib.Path) -> None:
+    """Delete only the files this package writes (shards, manifest, statistics)."""
+    directory = pathlib.Path(directory)
+    for p in directory.glob(f"{storage.SHARD_PREFIX}*{storage.SHARD_SUFFIX}"):
+        p.unlink()
+    for name in (MANIFEST_NAME, STATISTICS_NAME):
+        (directory / name).unlink(missing_ok=True)

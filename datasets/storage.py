@@ -5,8 +5,14 @@ Everything here is about bytes on disk and nothing about solvers. A shard is a n
 
     <variable>(trajectory, time, [y,] x)     one per physical variable, solver precision
     trajectory(trajectory)                   global trajectory index (int64)
+    split(trajectory)                        split of each trajectory ("train", ...), string
     time(time)                               0, dt, ..., (T-1) dt, units = solver time units
     <axis>(<axis>)                           grid coordinates with units and long_name
+
+CF-1.10 (checked with the IOOS compliance-checker in ``tests/test_cf_compliance.py``):
+model time is not a calendar time, so ``time`` is a plain coordinate in the solver's own
+time units (:func:`time_coordinate_attrs`), and grid axes carry ``axis`` only where the
+checker would not read them as longitude/latitude (:func:`spatial_coordinate_attrs`).
 
 Shard bytes are a deterministic function of their content: netCDF-C/HDF5 do not track
 object times by default and the global attributes hold no timestamps (those live in the
@@ -313,6 +319,60 @@ def grid_coords(grid: Mapping[str, Any]) -> dict[str, np.ndarray]:
     }
 
 
+# Standard names CF gives Cartesian axes that are not longitude/latitude (canonical unit m).
+_PROJECTION_NAMES = {"x": "projection_x_coordinate", "y": "projection_y_coordinate"}
+
+
+def time_coordinate_attrs(time_units: str, long_name: str = "simulation time") -> dict[str, str]:
+    """CF attributes of a model-time coordinate in the solver's own time units.
+
+    CF-1.10 section 4.4 identifies a time coordinate by reference-time units (``"s since
+    2000-01-01"``), ``standard_name = "time"`` or ``axis = "T"``, and then requires a
+    reference date. Model time has none (it counts from the end of spin-up, and is often
+    nondimensional, ``"1"``), so the coordinate is written as a plain coordinate: its
+    ``units`` are the solver's ``time_units`` verbatim, with no ``standard_name`` and no
+    ``axis``; ``comment`` says why. Readers get floats, not decoded dates.
+
+    Args:
+        time_units: the solver's time unit (``"1"`` when nondimensional, ``"s"``, ...).
+        long_name: the coordinate's description.
+
+    Returns:
+        ``{"units", "long_name", "comment"}``.
+    """
+    return {
+        "units": str(time_units),
+        "long_name": long_name,
+        "comment": (
+            f"model time in the solver's time units ({time_units!r}), not a calendar time: "
+            "no reference date, hence no standard_name 'time' or axis 'T' (CF-1.10 4.4)"
+        ),
+    }
+
+
+def spatial_coordinate_attrs(axis: str, long_name: str, length_units: str) -> dict[str, str]:
+    """CF attributes of a grid coordinate ``x``/``y``/... of a periodic Cartesian box.
+
+    The compliance checker reads any coordinate with ``axis = "X"`` (``"Y"``) as a
+    longitude (latitude) unless its ``standard_name`` is ``projection_x_coordinate``
+    (``projection_y_coordinate``), whose canonical unit is the metre. So a grid in a
+    physical length unit gets that standard name and ``axis``; a nondimensional grid
+    (``length_units = "1"``) gets neither and stays a plain coordinate.
+
+    Args:
+        axis: the grid axis name (``"x"``, ``"y"``, ...).
+        long_name: the coordinate's description.
+        length_units: the grid's length unit (``"1"`` when nondimensional).
+
+    Returns:
+        ``{"units", "long_name"}`` plus ``standard_name`` and ``axis`` where they apply.
+    """
+    attrs = {"units": str(length_units), "long_name": long_name}
+    if axis in _PROJECTION_NAMES and str(length_units) not in ("1", ""):
+        attrs |= {"standard_name": _PROJECTION_NAMES[axis], "axis": axis.upper()}
+    return attrs
+
+
 def shard_dataset(
     frames: np.ndarray,
     trajectories: np.ndarray,
@@ -320,6 +380,7 @@ def shard_dataset(
     layout: Mapping[str, Any],
     attrs: Mapping[str, Any],
     compression_level: int = 0,
+    splits: Sequence[str] | None = None,
 ):
     """Build the CF ``xarray.Dataset`` of one shard.
 
@@ -330,6 +391,8 @@ def shard_dataset(
             (``Grid.to_dict()``), ``dt`` and ``precision`` of the dataset.
         attrs: global attributes (strings and numbers, no timestamps).
         compression_level: 0 (none) or a zlib level 1-9, with byte shuffling.
+        splits: ``(n,)`` split name of each trajectory, stored as the string coordinate
+            ``split``; omitted when ``None``.
 
     Returns:
         The dataset, with per-variable ``encoding`` (dtype, compression, chunks of
@@ -370,25 +433,26 @@ def shard_dataset(
         "time": xr.Variable(
             "time",
             np.arange(num_frames, dtype=np.float64) * float(layout["dt"]),
-            attrs={
-                "units": layout["time_units"],
-                "long_name": "time since the end of spin-up",
-                "axis": "T",
-            },
+            attrs=time_coordinate_attrs(layout["time_units"], "time since the end of spin-up"),
         ),
     }
+    if splits is not None:
+        splits = [str(name) for name in splits]
+        if len(splits) != n:
+            raise ValueError(f"splits has {len(splits)} names for {n} trajectories")
+        coords["split"] = xr.Variable(
+            "trajectory",
+            np.asarray(splits, dtype=object),
+            attrs={"long_name": "dataset split of the trajectory (see manifest.json splits)"},
+        )
     for axis, long_name, values in zip(
         axes, grid["long_names"], grid_coords(grid).values(), strict=True
     ):
-        cf_axis = {"x": "X", "y": "Y", "z": "Z"}.get(axis)
         coords[axis] = xr.Variable(
-            axis,
-            values,
-            attrs={"units": grid["length_units"], "long_name": long_name}
-            | ({"axis": cf_axis} if cf_axis else {}),
+            axis, values, attrs=spatial_coordinate_attrs(axis, long_name, grid["length_units"])
         )
     for name in coords:
-        encoding[name] = {"_FillValue": None}
+        encoding[name] = {} if name == "split" else {"_FillValue": None}
     ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
     for name, enc in encoding.items():
         ds[name].encoding = enc
@@ -408,6 +472,45 @@ def write_shard(ds, final: pathlib.Path) -> tuple[str, int]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return digest, size
+
+
+def write_shard_file(
+    out_dir: pathlib.Path,
+    index: int,
+    frames: np.ndarray,
+    trajectories: np.ndarray,
+    *,
+    layout: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    compression_level: int = 0,
+    splits: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Build and atomically write shard ``index`` of a dataset; return its record fields.
+
+    The one shard writer of the package (:func:`datasets.generate` and
+    :func:`datasets.from_arrays` both call it).
+
+    Args:
+        out_dir: the dataset directory.
+        index: shard number (the file is :func:`shard_name` ``(index)``).
+        frames: ``(n, T, C, *spatial)`` trajectories to store.
+        trajectories: ``(n,)`` their global trajectory indices.
+        layout, attrs, compression_level, splits: as :func:`shard_dataset`.
+
+    Returns:
+        ``{"file", "stored", "sha256", "size"}`` for the shard's manifest record.
+    """
+    ds = shard_dataset(
+        frames,
+        trajectories,
+        layout=layout,
+        attrs=attrs,
+        compression_level=compression_level,
+        splits=splits,
+    )
+    name = shard_name(index)
+    digest, size = write_shard(ds, pathlib.Path(out_dir) / name)
+    return {"file": name, "stored": int(len(trajectories)), "sha256": digest, "size": size}
 
 
 def read_frames(

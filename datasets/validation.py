@@ -9,7 +9,9 @@
    provenance reproduces the stored frames (a coarse-grained dataset: re-simulated on the
    recorded fine grid and projected with the recorded filter, whose record must agree
    with the stored grid and the solver); conserved diagnostics stay constant along
-   every stored trajectory; every value lies within a plausible range derived, robustly,
+   every stored trajectory (both skipped, and listed in the check's ``skipped``, for
+   data imported with :func:`datasets.from_arrays` / :func:`datasets.from_xarray`: no
+   solver is known); every value lies within a plausible range derived, robustly,
    from the training split (:data:`PLAUSIBLE_RANGE_FACTOR`).
 4. **completeness**: every shard and trajectory is there (or recorded as skipped), at
    least one is stored, with every frame, no NaN/Inf, no constant trajectory and no
@@ -55,6 +57,8 @@ REQUIRED_ATTRS = (
     "spinup_steps",
     "package_version",
 )
+# Data imported with datasets.from_arrays / from_xarray have no solver, seed or spin-up.
+SOLVER_ATTRS = ("solver", "solver_config", "seed", "spinup_steps")
 # Diagnostics that are invariants of every solver that reports them, used when a solver
 # class does not declare ``conserved`` itself: the domain mean of a conservation law on a
 # periodic domain (``mass``), and the mean vorticity of periodic 2D flow.
@@ -94,6 +98,7 @@ class CheckResult:
     name: str
     issues: list[Issue] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -125,6 +130,7 @@ class ValidationReport:
                     "passed": c.passed,
                     "issues": [dataclasses.asdict(i) for i in c.issues],
                     "notes": c.notes,
+                    "skipped": c.skipped,
                 }
                 for n, c in self.checks.items()
             },
@@ -138,6 +144,7 @@ class ValidationReport:
             lines.append(f"  {name:<13} {status}")
             lines += [f"      {i}" for i in c.issues]
             lines += [f"      note: {n}" for n in c.notes]
+            lines += [f"      skipped: {n}" for n in c.skipped]
         return "\n".join(lines)
 
 
@@ -165,6 +172,7 @@ def validate(
     num_resimulate: int = 2,
     seed: int = 0,
     tolerance: float | None = None,
+    solver: Any = None,
 ) -> ValidationReport:
     """Run the four checks on a dataset directory and report; never modifies it.
 
@@ -175,6 +183,10 @@ def validate(
         tolerance: accepted ``max |stored - resimulated| / max |stored|`` per trajectory;
             default ``1000 * eps`` of the stored precision (1.2e-4 for float32, 2.2e-13
             for float64).
+        solver: the solver to re-simulate with, instead of rebuilding it from the
+            manifest: for solvers that cannot be rebuilt from their provenance (a class
+            or a step function defined in a script, :func:`solvers.from_exponax`). Its
+            ``name`` and ``config()`` must equal the recorded ones (an error otherwise).
 
     Returns:
         A :class:`ValidationReport` (``report.passed``, ``str(report)``).
@@ -193,7 +205,16 @@ def validate(
     layout, spec = manifest["layout"], manifest["spec"]
     eps = float(np.finfo(np.dtype(layout["precision"])).eps)
     tolerance = RESIMULATION_EPS_FACTOR * eps if tolerance is None else float(tolerance)
-    solver = _rebuild(chk, manifest)
+    external = manifest["solver"] is None  # imported with from_arrays / from_xarray
+    if external:
+        source = spec.get("source") or {}
+        chk.results["accuracy"].skipped.append(
+            "re-simulation: no solver is known (data imported with datasets."
+            f"{source.get('function', 'from_arrays')} from "
+            f"{source.get('origin') or source.get('description') or 'in-memory data'}); "
+            "conserved diagnostics not checked either"
+        )
+    solver = None if external else _rebuild(chk, manifest, solver)
     diagnose = None
     if solver is not None:
         coarse = spec.get("coarse_graining") is not None
@@ -227,7 +248,7 @@ def validate(
     _check_strays(chk, manifest)
     if solver is not None:
         _check_resimulation(chk, manifest, solver, sorted(sample), found, tolerance)
-    elif sample:
+    elif sample and not external:
         chk.error(
             "accuracy",
             "solver",
@@ -285,8 +306,12 @@ def _check_manifest(chk: _Checker, m: Mapping[str, Any]) -> bool:
     return True
 
 
-def _rebuild(chk: _Checker, manifest: Mapping[str, Any]):
-    """The recorded (fine) solver, or None when it cannot reproduce the stored frames."""
+def _rebuild(chk: _Checker, manifest: Mapping[str, Any], given: Any = None):
+    """The recorded (fine) solver, or None when it cannot reproduce the stored frames.
+
+    ``given`` (the ``solver`` argument of :func:`validate`) is used instead of rebuilding
+    when its name and config are the recorded ones.
+    """
     from datasets.generation import (
         precision_scope,
         rebuild_solver,
@@ -294,17 +319,30 @@ def _rebuild(chk: _Checker, manifest: Mapping[str, Any]):
         stored_num_points,
     )
 
-    try:
-        with precision_scope(manifest["layout"]["precision"]):
-            solver = rebuild_solver(manifest, chk.directory / MANIFEST_NAME)
-    except Exception as e:  # noqa: BLE001 - reported, whatever the solver raises
-        chk.error(
-            "accuracy",
-            "solver",
-            f"cannot rebuild solver {manifest['solver']!r} from the stored solver_config: "
-            f"{type(e).__name__}: {e}",
-        )
-        return None
+    if given is not None:
+        got = (getattr(given, "name", None), storage.normalise(given.config()))
+        if got != (manifest["solver"], manifest["solver_config"]):
+            chk.error(
+                "accuracy",
+                "solver",
+                f"the solver passed to validate ({got[0]!r}, config {got[1]}) is not the "
+                f"recorded one ({manifest['solver']!r}, config {manifest['solver_config']})",
+            )
+            return None
+        solver = given
+    else:
+        try:
+            with precision_scope(manifest["layout"]["precision"]):
+                solver = rebuild_solver(manifest, chk.directory / MANIFEST_NAME)
+        except Exception as e:  # noqa: BLE001 - reported, whatever the solver raises
+            chk.error(
+                "accuracy",
+                "solver",
+                f"cannot rebuild solver {manifest['solver']!r} from the stored solver_config: "
+                f"{type(e).__name__}: {e}; if the solver cannot be rebuilt from its "
+                "provenance, pass it: datasets.validate(path, solver=...)",
+            )
+            return None
     if not _check_coarse_graining(chk, manifest, solver):
         return None
     layout = solver_layout(solver, stored_num_points(manifest["spec"]))
@@ -439,8 +477,9 @@ def _check_shard(chk: _Checker, m: Mapping[str, Any], shard: Mapping[str, Any]):
 def _schema(chk: _Checker, m: Mapping[str, Any], name: str, nc) -> None:
     layout = m["layout"]
     attrs = _global_attrs(nc)
+    solver_free = m["solver"] is None
     for key in REQUIRED_ATTRS:
-        if key not in attrs:
+        if key not in attrs and not (solver_free and key in SOLVER_ATTRS):
             chk.error("schema", name, f"global attribute {key!r} missing")
     if "Conventions" in attrs and not str(attrs["Conventions"]).startswith("CF-"):
         chk.error("schema", name, f"Conventions = {attrs['Conventions']!r}, expected 'CF-1.x'")
@@ -478,7 +517,8 @@ def _schema(chk: _Checker, m: Mapping[str, Any], name: str, nc) -> None:
         for a in ("units", "long_name"):
             if a not in var.ncattrs() or not isinstance(var.getncattr(a), str):
                 chk.error("schema", loc, f"attribute {a!r} missing")
-    extra = set(nc.variables) - set(layout["variables"]) - {"trajectory", "time", *axes}
+    known = {"trajectory", "split", "time", *axes}  # split: optional (older shards lack it)
+    extra = set(nc.variables) - set(layout["variables"]) - known
     for v in sorted(extra):
         chk.warn("schema", f"{name}:{v}", "unexpected variable")
     for c in ("trajectory", "time", *axes):

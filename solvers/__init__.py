@@ -4,6 +4,7 @@ Every solver advances a state ``(C, *spatial)`` by its output interval ``dt``; s
 :class:`solvers.base.Solver` for the contract.
 """
 
+from solvers.adapters import StepSolver, from_exponax, from_step
 from solvers.advection_diffusion import AdvectionDiffusion
 from solvers.base import Solver
 from solvers.burgers import Burgers
@@ -41,11 +42,14 @@ __all__ = [
     "NonFiniteError",
     "ShallowWater2D",
     "Solver",
+    "StepSolver",
     "UntrustedCodeError",
     "available",
     "build_solver",
     "check_finite",
     "first_nonfinite_frame",
+    "from_exponax",
+    "from_step",
     "get_solver_class",
     "register",
     "resolve_trusted",

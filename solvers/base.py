@@ -46,14 +46,50 @@ class Solver:
     Subclasses list their pytree leaves in ``_dynamic_fields`` (physical parameters,
     precomputed arrays) and their static attributes in ``_static_fields`` (grid, step
     counts, precision); ``__init__`` validates, precomputes and sets both through
-    :meth:`_set`. Instances are immutable.
+    :meth:`_set` (instances are immutable, so plain assignment raises). Instances are
+    JAX pytrees: they pass through ``jax.jit`` and ``jax.vmap`` as arguments.
 
     Class attributes every subclass defines:
         name: registry name, e.g. ``"kuramoto_sivashinsky"``.
         variables: channel names in state order, e.g. ``("h", "u", "v")``.
         units: CF unit string per variable.
         long_names: CF long name per variable.
+        time_units: CF unit of ``dt`` (default ``"1"``).
         conserved_means: variables whose spatial mean is an exact invariant (default none).
+
+    Set by ``__init__`` through :meth:`_set` (each listed in one of the field tuples):
+        _dt: the output interval (read as :attr:`dt`), usually a dynamic field.
+        grid: a :class:`solvers.grid.Grid`; the state is ``(len(variables), *grid.shape)``.
+        num_substeps: internal steps per ``dt``.
+        precision: ``"float32"`` or ``"float64"``.
+
+    Methods a subclass implements: ``config()`` (its constructor keyword arguments, so
+    ``type(s)(**s.config())`` rebuilds it; a ``num_points`` keyword lets
+    :func:`solvers.resolution.at_resolution` and the coarse-solver indicator rebuild it
+    on another grid), ``initial_condition(key)``, ``step(state)`` and optionally
+    ``diagnostics(state)``; ``advance``/``__call__`` run ``num_substeps`` steps. A
+    minimal subclass::
+
+        class Shift(Solver):
+            name, variables = "shift", ("u",)
+            units, long_names = {"u": "1"}, {"u": "shifted field"}
+            _dynamic_fields = ("_dt",)
+            _static_fields = ("grid", "num_substeps", "precision")
+
+            def __init__(self, num_points: int = 32, dt: float = 0.1):
+                self._set(grid=Grid((num_points,), (1.0,), ("x",)), num_substeps=1,
+                          precision="float32", _dt=float(dt))
+
+            def config(self):
+                return {"num_points": self.grid.num_points[0], "dt": self.dt}
+
+            def initial_condition(self, key):
+                return jax.random.normal(key, self.state_shape, self.dtype)
+
+            def step(self, state):
+                return jnp.roll(state, 1, axis=-1)
+
+    For a step function without a class, see :func:`solvers.from_step`.
     """
 
     name: ClassVar[str]
@@ -126,10 +162,22 @@ class Solver:
 
     @property
     def dt(self) -> float:
-        """Output interval (time units): a host float, or the traced value inside ``jit``."""
-        if isinstance(self._dt, jax.core.Tracer):
-            return self._dt
-        return float(self._dt)
+        """Output interval (time units): a host float, or the traced value inside ``jit``.
+
+        Raises:
+            AttributeError: ``__init__`` did not set ``_dt`` (named, with the fix).
+        """
+        try:
+            dt = self._dt
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__}.dt: the output interval is not set; the solver's "
+                "__init__ must call self._set(_dt=dt, ...) and list '_dt' in _dynamic_fields "
+                "(see solvers.Solver)"
+            ) from None
+        if isinstance(dt, jax.core.Tracer):
+            return dt
+        return float(dt)
 
     @property
     def internal_dt(self) -> float:
@@ -174,6 +222,28 @@ class Solver:
                 f"{type(self).__name__}: state has shape {tuple(state.shape)}, expected "
                 f"{self.state_shape} = (channels {self.variables}, *grid {self.grid.axes})"
             )
+
+
+def check_pytree(owner: str, solver: Any, what: str = "solver") -> None:
+    """Raise ``TypeError`` unless ``solver`` is a JAX pytree (not one opaque leaf).
+
+    Solvers enter ``jax.jit`` as arguments; a plain Python object is a single leaf there
+    and fails with a raw "cannot interpret as an abstract array" error.
+
+    Args:
+        owner: the function refusing it, for the message (``"datasets.generate"``).
+        solver: the object to check.
+        what: the argument's name, for the message.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(solver)
+    if treedef.num_nodes == 1 and len(leaves) == 1 and leaves[0] is solver:
+        raise TypeError(
+            f"{owner}: {what} must be a JAX pytree (e.g. a subclass of solvers.Solver, or "
+            f"wrap your step with solvers.from_step / solvers.from_exponax); got a "
+            f"{type(solver).__module__}.{type(solver).__qualname__}, which JAX sees as one "
+            "opaque leaf (register it with jax.tree_util.register_pytree_node, or make it "
+            "an equinox.Module)"
+        )
 
 
 def check_floating_state(owner: str, state: Array, hint: str = "state.astype(float)") -> None:

@@ -10,6 +10,8 @@ surrogate's). The result is an :class:`xarray.Dataset`:
 variable            dims                                         meaning
 ==================  ===========================================  ==========================
 rmse                (model, variable, lead_time)                 ``sqrt(mean_n mean_x e^2)``
+rmse_per_trajectory (model, trajectory, variable, lead_time)     ``sqrt(mean_x e^2)`` per n
+acc_per_trajectory  (model, trajectory, variable, lead_time)     ACC per trajectory
 nrmse               (model, variable, lead_time)                 rmse / climatological std
 acc                 (model, variable, lead_time)                 anomaly correlation
 valid_time          (model, variable)                            lead where acc < threshold
@@ -24,6 +26,10 @@ blowup_fraction     (model)                                      share of runs t
 The model ``"truth"`` is a row of every table (its rmse is 0, its acc 1), so the truth's
 spectrum and the truth's own invariant drift sit beside the models'. Invariant rows need
 ``solver`` (its ``diagnostics``); blow-up rows need ``long_rollout_steps``.
+
+The ``trajectory`` coordinate holds the dataset indices of the scored trajectories;
+:func:`record_provenance` adds what was scored (dataset path and identity, split, bundle
+path and sha256) as attributes. Saved files are CF-1.10 (0 compliance-checker errors).
 """
 
 from __future__ import annotations
@@ -173,7 +179,8 @@ def first_blowup_step(
 def _score_batch(forecast, truth, climatology, weights, *, grid, spectrum_indices, centered):
     """Weighted sums over the batch of per-state skill (padding rows have weight 0).
 
-    Returns ``(mse_sum (T, C), acc_sum (T, C), spectrum_sum (L, C, K))``.
+    Returns ``(mse_sum (T, C), acc_sum (T, C), spectrum_sum (L, C, K), mse (B, T, C),
+    acc (B, T, C))``: the weighted sums and the per-row values they sum.
     """
     nd = grid.ndim
     w = weights.reshape((-1,) + (1,) * 2)
@@ -188,7 +195,7 @@ def _score_batch(forecast, truth, climatology, weights, *, grid, spectrum_indice
     _, spec = metrics.power_spectrum(forecast[:, jnp.asarray(spectrum_indices)], grid)
     w_spec = weights.reshape((-1,) + (1,) * 3)
     spec_sum = jnp.sum(jnp.where(w_spec > 0, w_spec * spec, 0), axis=0)
-    return wsum(mse), wsum(acc), spec_sum
+    return wsum(mse), wsum(acc), spec_sum, mse, acc
 
 
 @jax.jit
@@ -368,6 +375,7 @@ def evaluate(
     blowup_threshold: float = 10.0,
     centered_acc: bool = False,
     mesh: jax.sharding.Mesh | None = None,
+    trajectory_ids: Sequence[int] | np.ndarray | None = None,
 ) -> xr.Dataset:
     """Score a stepper against reference trajectories, with baselines, as an xarray table.
 
@@ -375,6 +383,9 @@ def evaluate(
     ``lax.scan`` rollout over the ``T - 1`` following frames, in batches of
     ``batch_size`` trajectories (the last batch padded, so each model compiles once).
     Wall times cover the rollouts only (compiled ahead of time; resampling excluded).
+    With a ``solver`` the ``truth`` row's wall time is the solver's own rollout from the
+    same initial states, timed the same way (its frames are discarded; the truth is
+    scored as given).
 
     Metrics (see :mod:`surrogate.metrics`): RMSE and normalised RMSE (by the
     climatological std of each variable), uncentred ACC against the climatology (or
@@ -419,6 +430,9 @@ def evaluate(
             rounded up to a multiple of their number), scores are computed from the
             gathered forecasts. Under ``jax.distributed`` every process calls
             ``evaluate`` with the same arguments and gets the same table.
+        trajectory_ids: ``(N,)`` dataset indices of the truth trajectories, stored as the
+            ``trajectory`` coordinate of the per-trajectory scores. Default: the
+            ``trajectory`` coordinate of a dataset ``truth``, else ``0 .. N-1``.
 
     Returns:
         The :class:`xarray.Dataset` described in the module docstring, with attributes
@@ -437,6 +451,8 @@ def evaluate(
         truth_np, ds_leads = truth_from_dataset(truth, variables)
         if lead_times is None and np.all(np.isfinite(ds_leads)):
             lead_times = ds_leads
+        if trajectory_ids is None and "trajectory" in truth.coords:
+            trajectory_ids = truth["trajectory"].values
     else:
         truth_np = np.asarray(truth)
     expected = (len(variables), *grid.num_points)
@@ -449,6 +465,14 @@ def evaluate(
     if num_traj < 1 or num_frames < 2:
         raise ValueError(
             f"{owner}: truth needs N >= 1 trajectories and T >= 2 frames, got {truth_np.shape}"
+        )
+    if trajectory_ids is None:
+        trajectory_ids = np.arange(num_traj)
+    trajectory_ids = np.asarray(trajectory_ids)
+    if trajectory_ids.shape != (num_traj,) or not np.issubdtype(trajectory_ids.dtype, np.integer):
+        raise ValueError(
+            f"{owner}: trajectory_ids must be {num_traj} integers (one per truth trajectory), "
+            f"got {trajectory_ids.dtype} of shape {trajectory_ids.shape}"
         )
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"{owner}: batch_size must be an int >= 1, got {batch_size!r}")
@@ -503,10 +527,12 @@ def evaluate(
     shape_tc = (num_frames, len(variables))
     mse_sum = {m: np.zeros(shape_tc) for m in names}
     acc_sum = {m: np.zeros(shape_tc) for m in names}
+    mse_traj: dict[str, list[np.ndarray]] = {m: [] for m in names}  # (n, T, C) per batch
+    acc_traj: dict[str, list[np.ndarray]] = {m: [] for m in names}
     spec_sum = {m: np.zeros((len(spec_idx), len(variables), wavenumbers.size)) for m in names}
     diag_series: dict[str, list[dict[str, np.ndarray]]] = {m: [] for m in names}
     wall = {m: 0.0 for m in names}
-    wall["truth"] = math.nan
+    wall["truth"] = 0.0 if solver is not None else math.nan
 
     dtype = jnp.asarray(truth_np[:1, 0]).dtype
     clim = jnp.asarray(climatology, dtype)
@@ -524,6 +550,18 @@ def evaluate(
         for m, (kind, model) in models.items():
             if kind == "truth":
                 fc = truth_j
+                if solver is not None:  # the reference's own cost, timed like the others
+                    if m not in compiled:
+                        placed[m] = solver if mesh is None else distributed.replicate(solver, mesh)
+                        compiled[m] = rollout_batch.lower(
+                            placed[m],
+                            x0_run,
+                            num_frames=num_frames,
+                            steps_per_frame=steps_per_frame,
+                            mesh=mesh,
+                        ).compile()
+                    _, seconds = _timed(compiled[m], placed[m], x0_run)
+                    wall[m] += seconds
             elif kind == "persistence":
                 fc = jnp.broadcast_to(x0[:, None], truth_j.shape)
             else:
@@ -543,12 +581,14 @@ def evaluate(
                     fc = _resample_jit(fc, grid.num_points)
                 if mesh is not None:
                     fc = jnp.asarray(distributed.to_host(fc), dtype)
-            mse, acc, spec = _score_batch(
+            mse, acc, spec, mse_rows, acc_rows = _score_batch(
                 fc, truth_j, clim, w, grid=grid, spectrum_indices=spec_idx, centered=centered_acc
             )
             mse_sum[m] += np.asarray(mse, np.float64)
             acc_sum[m] += np.asarray(acc, np.float64)
             spec_sum[m] += np.asarray(spec, np.float64)
+            mse_traj[m].append(np.asarray(mse_rows, np.float64)[: stop - start])
+            acc_traj[m].append(np.asarray(acc_rows, np.float64)[: stop - start])
             if solver is not None:
                 diags = _diagnostics_batch(solver, fc)
                 n_real = stop - start
@@ -557,6 +597,8 @@ def evaluate(
                 )
 
     rmse = np.stack([np.sqrt(mse_sum[m] / num_traj) for m in names])  # (M, T, C)
+    rmse_rows = np.stack([np.sqrt(np.concatenate(mse_traj[m])) for m in names])  # (M, N, T, C)
+    acc_rows = np.stack([np.concatenate(acc_traj[m]) for m in names])
     acc = np.stack([acc_sum[m] / num_traj for m in names])
     spectrum = np.stack([spec_sum[m] / num_traj for m in names])  # (M, L, C, K)
     valid = np.asarray(
@@ -572,6 +614,12 @@ def evaluate(
     length_units = getattr(grid, "length_units", "1")
     k_units = "1" if length_units == "1" else f"{length_units}-1"
     var_units = [str(units.get(v, "1")) for v in variables]
+    # One CF ``units`` where every variable shares it; else the per-variable units are in
+    # the coordinate variable_units and the attribute is left out (no UDUNITS string).
+    same = len(set(var_units)) == 1
+    per_var = {"units": var_units[0]} if same else {"comment": "units: see variable_units"}
+    u2 = "1" if var_units[0] == "1" else f"({var_units[0]})^2"
+    per_var_sq = {"units": u2} if same else {"comment": "units: squared units of variable_units"}
 
     coords = {
         "model": np.array(names, dtype=object),
@@ -592,13 +640,34 @@ def evaluate(
             "variable",
             np.array([str(long_names.get(v, v)) for v in variables], dtype=object),
         ),
+        "trajectory": (
+            "trajectory",
+            trajectory_ids.astype(np.int64),
+            {"long_name": "index of the scored truth trajectory in its dataset", "units": "1"},
+        ),
     }
-    per_var = "units of each variable (see variable_units)"
     data_vars: dict[str, Any] = {
         "rmse": (
             ("model", "variable", "lead_time"),
             np.moveaxis(rmse, 1, 2),
-            {"units": per_var, "long_name": "root-mean-square error"},
+            {"long_name": "root-mean-square error"} | per_var,
+        ),
+        "rmse_per_trajectory": (
+            ("model", "trajectory", "variable", "lead_time"),
+            np.moveaxis(rmse_rows, 2, 3),
+            {
+                "long_name": "root-mean-square error of each trajectory (spatial mean); "
+                "rmse = sqrt(mean over trajectories of its square)",
+            }
+            | per_var,
+        ),
+        "acc_per_trajectory": (
+            ("model", "trajectory", "variable", "lead_time"),
+            np.moveaxis(acc_rows, 2, 3),
+            {
+                "units": "1",
+                "long_name": "anomaly correlation of each trajectory; acc = its mean",
+            },
         ),
         "nrmse": (
             ("model", "variable", "lead_time"),
@@ -621,24 +690,25 @@ def evaluate(
         "spectrum": (
             ("model", "variable", "lead_time_sel", "wavenumber"),
             np.moveaxis(spectrum, 1, 2),
-            {
-                "units": f"({per_var})^2",
-                "long_name": "power per wavenumber shell, sum over shells = mean square",
-            },
+            {"long_name": "power per wavenumber shell, sum over shells = mean square"} | per_var_sq,
         ),
         "wall_time": (
             ("model",),
             np.array([wall[m] for m in names]),
-            {"units": "s", "long_name": "rollout wall time, compilation excluded"},
+            {
+                "units": "s",
+                "long_name": "rollout wall time, compilation excluded (truth: the solver "
+                "re-run from the same initial states; NaN without a solver)",
+            },
         ),
         "climatological_std": (
             ("variable",),
             state_std,
-            {"units": per_var, "long_name": "climatological standard deviation"},
+            {"long_name": "climatological standard deviation"} | per_var,
         ),
     }
 
-    if solver is not None:
+    if solver is not None and diag_series["truth"][0]:  # a solver may report no diagnostics
         data_vars.update(_invariant_tables(diag_series, names))
     if long_rollout_steps is not None:
         data_vars.update(
@@ -657,6 +727,8 @@ def evaluate(
         )
 
     attrs = {
+        "Conventions": "CF-1.10",
+        "history": "written by surrogate.evaluate.evaluate",
         "title": "surrogate evaluation",
         "stepper_model": model_name,
         "dt": dt,
@@ -791,8 +863,8 @@ def _invariant_tables(diag_series, names) -> dict[str, Any]:
             ("invariant",),
             np.asarray(scales),
             {
-                "units": "units of each diagnostic",
                 "long_name": "RMS over trajectories of the truth's initial value (1 if zero)",
+                "comment": "in the units of each diagnostic",
             },
         ),
         "invariant": np.array(invariants, dtype=object),
@@ -857,14 +929,66 @@ def _blowup_tables(
 
 
 # ---- storage ---------------------------------------------------------------------------
+def record_provenance(
+    ds: xr.Dataset,
+    *,
+    dataset: str | os.PathLike | None = None,
+    split: str | None = None,
+    bundle: str | os.PathLike | None = None,
+) -> xr.Dataset:
+    """Record what an evaluation scored, as global attributes of a copy of ``ds``.
+
+    Attributes: ``dataset_path`` and ``dataset_identity``
+    (:func:`datasets.dataset_identity`: changes whenever the dataset's data may have),
+    ``dataset_split``, ``bundle_path`` and ``bundle_sha256`` (sha256 of the bundle's
+    ``bundle.json``, which itself records the sha256 of every weight file). The scored
+    trajectories are the ``trajectory`` coordinate (``evaluate(trajectory_ids=...)``).
+
+    Args:
+        ds: an evaluation from :func:`evaluate`.
+        dataset: the dataset directory the truth came from (skipped when ``None``).
+        split: the split the truth came from.
+        bundle: the forecaster bundle directory that was scored.
+
+    Returns:
+        ``ds`` with the attributes added.
+
+    Raises:
+        FileNotFoundError: ``dataset`` has no manifest, or ``bundle`` no ``bundle.json``.
+    """
+    import hashlib
+
+    attrs: dict[str, Any] = {}
+    if dataset is not None:
+        from datasets import dataset_identity
+
+        attrs["dataset_path"] = str(Path(dataset).absolute())
+        attrs["dataset_identity"] = dataset_identity(dataset)
+    if split is not None:
+        attrs["dataset_split"] = str(split)
+    if bundle is not None:
+        meta = Path(bundle) / "bundle.json"
+        if not meta.is_file():
+            raise FileNotFoundError(f"record_provenance: {bundle} has no bundle.json")
+        attrs["bundle_path"] = str(Path(bundle).absolute())
+        attrs["bundle_sha256"] = hashlib.sha256(meta.read_bytes()).hexdigest()
+    return ds.assign_attrs(attrs)
+
+
 def save_evaluation(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write an evaluation to netCDF atomically (temporary file, then rename).
+
+    Coordinate variables are written without ``_FillValue`` (CF-1.10 section 2.5.1).
 
     Returns:
         The path written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    ds = ds.copy()
+    for name in ds.coords:
+        if ds[name].dtype.kind == "f":
+            ds[name].encoding["_FillValue"] = None
     fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -907,6 +1031,7 @@ __all__ = [
     "first_blowup_step",
     "load_evaluation",
     "rollout_batch",
+    "record_provenance",
     "save_evaluation",
     "summary_table",
     "truth_from_dataset",

@@ -18,7 +18,7 @@ Run directory layout::
       train/                         checkpoints/, best/, metrics.jsonl, metrics.csv
       forecaster/                    the trained bundle (best validation checkpoint)
       evaluation.nc                  skill tables (xarray)
-      hybrid/                        runs per policy/threshold, sweep.nc
+      hybrid/                        run.nc, summary.json (threshold sweep, scenarios)
       figures/                       PNG and GIF figures
       report.md, report.html         the report
 """
@@ -312,8 +312,15 @@ def stage_evaluate(
     than the bundle. With a ``mesh`` the rollouts' trajectory axis is split over its
     devices (:func:`surrogate.evaluate.evaluate`)."""
     import datasets
+    from datasets.manifest import stored_trajectories
     from surrogate import plots
-    from surrogate.evaluate import evaluate, load_evaluation, rollout_batch, save_evaluation
+    from surrogate.evaluate import (
+        evaluate,
+        load_evaluation,
+        record_provenance,
+        rollout_batch,
+        save_evaluation,
+    )
 
     out = run_dir / "evaluation.nc"
     bundle = run_dir / "forecaster" / "bundle.json"
@@ -334,6 +341,13 @@ def stage_evaluate(
         batch_size=batch_size,
         model_name="surrogate",
         mesh=mesh,
+        trajectory_ids=stored_trajectories(datasets.read_manifest(data_dir), "test")[
+            :num_trajectories
+        ],
+    )
+    # A forecaster handed in directly (not loaded from this run's bundle) records none.
+    ds = record_provenance(
+        ds, dataset=data_dir, split="test", bundle=bundle.parent if bundle.exists() else None
     )
     if not is_primary():
         return ds

@@ -31,7 +31,8 @@ PRELUDE = textwrap.dedent(
     import jax, numpy as np
     from surrogate import distributed
     from surrogate.train import train, init_forecaster
-    from tests.surrogate.test_train import ArrayLoader, make_setup, small_config
+    from datasets import ArrayLoader
+    from tests.surrogate.test_train import make_setup, small_config
 
     def leaves(f):
         return [np.asarray(x) for x in jax.tree.leaves(f.params)]
@@ -127,8 +128,8 @@ except ValueError as e:
 # one data-parallel step on 4 devices against one step on one device
 _, data, spec, stats = make_setup()
 cfg = small_config(num_steps=1, log_every=1, checkpoint_every=0)
-one = train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, tmp / "t1", progress=False)
-four = train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, tmp / "t4",
+one = train(init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), cfg, tmp / "t1", progress=False)
+four = train(init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), cfg, tmp / "t4",
              progress=False, mesh=mesh)
 out["step_rel_diff"] = maxdiff(leaves(four.forecaster), leaves(one.forecaster))
 out["loss"] = [one.metrics[0]["loss"], four.metrics[0]["loss"]]
@@ -161,12 +162,12 @@ run_dir, devices, stop_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 _, data, spec, stats = make_setup()
 cfg = small_config(num_steps=4, log_every=2, checkpoint_every=2)
 mesh = distributed.data_mesh(devices) if devices > 1 else None
-res = train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, run_dir,
+res = train(init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), cfg, run_dir,
             progress=False, mesh=mesh, stop_at=stop_at)
 np.savez(run_dir + f"/params_{devices}.npz", *leaves(res.forecaster))
 out = {"step": res.step, "devices": jax.device_count(), "losses": [m["loss"] for m in res.metrics]}
 if len(sys.argv) > 4:  # also the uninterrupted run on one device, in this same process
-    straight = train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, sys.argv[4],
+    straight = train(init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), cfg, sys.argv[4],
                      progress=False)
     np.savez(sys.argv[4] + "/params_1.npz", *leaves(straight.forecaster))
     out["straight_losses"] = [m["loss"] for m in straight.metrics]
@@ -208,14 +209,14 @@ datasets.generate(ks_solver(), root / "data", num_trajectories=10, num_frames=4,
 _, data, spec, stats = make_setup()
 cfg = small_config(num_steps=2, log_every=1, checkpoint_every=2)
 mesh = distributed.data_mesh()
-res = train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, root / f"run{pid}",
+res = train(init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), cfg, root / f"run{pid}",
             progress=False, mesh=mesh)
 # one run directory shared by both processes: stop after step 1, resume from a different
 # initialisation; orbax saves and restores collectively
 shared = root / "shared"
-train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, shared, progress=False,
+train(init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), cfg, shared, progress=False,
       mesh=mesh, stop_at=1)
-resumed = train(init_forecaster(spec, stats, seed=99), ArrayLoader(data, 8), cfg, shared,
+resumed = train(init_forecaster(spec, stats, seed=99), ArrayLoader(data, batch_size=8), cfg, shared,
                 progress=False, mesh=mesh)
 resumed_equal = all(np.array_equal(a, b) for a, b in
                     zip(leaves(resumed.forecaster), leaves(res.forecaster), strict=True))

@@ -21,6 +21,8 @@ OUTPUTS = {
     "04_hybrid_runner.py": ["hybrid.nc", "04_hybrid_engines.png"],
     "05_evaluate_and_compare.py": ["evaluation.nc", "05_skill.png", "05_spectra.png"],
     "06_data_parallel.py": ["06_data_parallel.json"],
+    "07_own_data.py": ["own_data/manifest.json", "own_train/metrics.csv"],
+    "08_own_solver.py": ["own_solver/manifest.json", "08_own_solver.json"],
 }
 
 

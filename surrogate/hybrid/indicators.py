@@ -327,18 +327,32 @@ class SpectralTail:
 def coarse_solver_like(solver: Any, factor: int = 2) -> Any:
     """``type(solver)(**{**solver.config(), "num_points": n // factor})``.
 
-    ``num_points`` in the config may be an int or a per-axis tuple; each entry must be
-    divisible by ``factor``.
+    The solver must be rebuildable on another grid the way
+    :func:`solvers.resolution.at_resolution` does it: a ``config()`` returning its
+    constructor keyword arguments, among them ``num_points`` (an int or a per-axis tuple,
+    each entry divisible by ``factor``). The project's solvers are; a solver wrapped with
+    :func:`solvers.from_step` or :func:`solvers.from_exponax` is not (its step function
+    is tied to its grid): build its coarse twin yourself and pass it as
+    ``CoarseSolverCheck(coarse_solver=...)``.
 
     Raises:
-        ValueError: the solver has no ``num_points`` in its config, or a size is not
-            divisible by ``factor``.
+        ValueError: the solver has no ``config()``, no ``num_points`` keyword in it, its
+            constructor refuses the coarse ``num_points``, or a size is not divisible by
+            ``factor`` (each named, with the fix).
     """
-    cfg = dict(solver.config())
+    name = type(solver).__name__
+    fix = (
+        "pass CoarseSolverCheck(coarse_solver=<the same solver on a grid coarser by "
+        f"{factor}>) instead"
+    )
+    config = getattr(solver, "config", None)
+    cfg = dict(config()) if callable(config) else {}
     if "num_points" not in cfg:
         raise ValueError(
-            f"coarse_solver_like: {type(solver).__name__}.config() has no 'num_points'; "
-            "pass coarse_solver explicitly"
+            f"coarse_solver_like: cannot build a coarse {name}: its config() has no "
+            "'num_points' (the constructor keyword giving the grid size, which "
+            "type(solver)(**{**solver.config(), 'num_points': n // factor}) needs, as "
+            f"solvers.resolution.at_resolution does); {fix}"
         )
     n = cfg["num_points"]
     sizes = (n,) if isinstance(n, int) else tuple(n)
@@ -346,7 +360,13 @@ def coarse_solver_like(solver: Any, factor: int = 2) -> Any:
         raise ValueError(f"coarse_solver_like: num_points {n} is not divisible by factor {factor}")
     coarse = tuple(s // factor for s in sizes)
     cfg["num_points"] = coarse[0] if isinstance(n, int) else type(n)(coarse)
-    return type(solver)(**cfg)
+    try:
+        return type(solver)(**cfg)
+    except TypeError as e:
+        raise ValueError(
+            f"coarse_solver_like: {name}(**config) with num_points={cfg['num_points']!r} "
+            f"failed ({e}); its constructor must take config() as keyword arguments; {fix}"
+        ) from e
 
 
 @pytree_dataclass(data_fields=("solver",))
@@ -408,7 +428,10 @@ class CoarseSolverCheck:
     Args:
         coarse_solver: a solver on a coarser grid of the same domain, same ``dt`` and
             variables; ``None`` builds one from the runner's solver with ``num_points //
-            factor`` (see :func:`coarse_solver_like`) in :meth:`bind`.
+            factor`` (see :func:`coarse_solver_like`) in :meth:`bind`. That needs a
+            solver whose ``config()`` holds its constructor keywords including
+            ``num_points`` (the project's solvers; not :func:`solvers.from_step` or
+            :func:`solvers.from_exponax` wrappers, whose coarse twin you pass here).
         factor: coarsening factor used when ``coarse_solver`` is ``None``, an int >= 2.
         name: indicator name.
     """
@@ -429,7 +452,9 @@ class CoarseSolverCheck:
         """Build (or check) the coarse solver against the runner's solver.
 
         Raises:
-            ValueError: the coarse solver's variables, domain or ``dt`` differ.
+            ValueError: the coarse solver's variables, domain or ``dt`` differ, or none
+                was given and the runner's solver cannot be rebuilt on a coarser grid
+                (see :func:`coarse_solver_like`).
         """
         coarse = self.coarse_solver
         if coarse is None:

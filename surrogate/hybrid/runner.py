@@ -127,6 +127,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from solvers.base import check_pytree
 from solvers.grid import Grid
 from solvers.rollout import NonFiniteError
 from surrogate.distributed import DATA_AXIS, check_divisible, replicate, shard_batch, to_host
@@ -149,10 +150,16 @@ TRACE_COUNT = collections.Counter()
 
 # ---- helpers ------------------------------------------------------------------------------
 def _is_dynamic(x: Any) -> bool:
-    """Leaves that become traced ``jit`` arguments; everything else is static."""
-    if isinstance(x, bool):
+    """Leaves that become traced ``jit`` arguments; everything else is static.
+
+    Arrays and Python floats (thresholds, physical parameters: a sweep reuses one
+    compilation) are traced. Python ints and bools stay static, as in
+    ``equinox.filter_jit``: a pytree stepper may keep grid sizes or step counts as int
+    leaves (exponax steppers do, as equinox Modules) and use them as shapes.
+    """
+    if isinstance(x, bool | int):
         return False
-    return isinstance(x, jax.Array | np.ndarray | np.generic | int | float | complex)
+    return isinstance(x, jax.Array | np.ndarray | np.generic | float | complex)
 
 
 def _partition(tree: Any) -> tuple[list[Any], tuple[Any, tuple[Any, ...]]]:
@@ -470,8 +477,8 @@ class HybridRunner:
             names the mismatch); an indicator name is repeated; the policy names an
             indicator that was not given; a bad ``dispatch``, ``chunk_size`` or
             ``blowup_threshold``; a ``mesh`` whose axes are not exactly ``("data",)``.
-        TypeError: a stepper lacks ``dt``, ``variables`` or ``grid``; ``mesh`` is not a
-            ``jax.sharding.Mesh``.
+        TypeError: a stepper is not a JAX pytree, or lacks ``dt``, ``variables`` or
+            ``grid``; ``mesh`` is not a ``jax.sharding.Mesh``.
     """
 
     def __init__(
@@ -490,10 +497,15 @@ class HybridRunner:
     ) -> None:
         for which, s in (("solver", solver), ("surrogate", surrogate)):
             for attr in ("dt", "variables", "grid"):
-                if not hasattr(s, attr):
-                    raise TypeError(f"HybridRunner: {which} has no {attr!r} attribute")
+                try:
+                    getattr(s, attr)
+                except AttributeError as e:
+                    raise TypeError(
+                        f"HybridRunner: {which} has no {attr!r} attribute ({e})"
+                    ) from None
             if not callable(s):
                 raise TypeError(f"HybridRunner: {which} must be callable (state -> state)")
+            check_pytree("HybridRunner", s, which)
         problems = []
         dt_a, dt_b = float(solver.dt), float(surrogate.dt)
         if not math.isclose(dt_a, dt_b, rel_tol=dt_rtol, abs_tol=0.0):
@@ -1085,27 +1097,33 @@ class HybridResult:
         """
         import xarray as xr
 
+        from datasets.storage import spatial_coordinate_attrs, time_coordinate_attrs
+
         axes = tuple(self.grid.axes)
         coords: dict[str, Any] = {
-            "trajectory": ("trajectory", np.arange(self.num_trajectories)),
-            "time": (
-                "time",
-                self.times,
-                {"units": self.time_units, "long_name": "model time"},
+            "trajectory": (
+                "trajectory",
+                np.arange(self.num_trajectories),
+                {"long_name": "member index of the run", "units": "1"},
             ),
+            "time": ("time", self.times, time_coordinate_attrs(self.time_units, "model time")),
             "step": (
                 "step",
                 np.arange(1, self.num_steps + 1),
                 {"long_name": "step index n (advances frame n - 1 to frame n)", "units": "1"},
             ),
-            "chunk": ("chunk", np.arange(len(self.chunk_wall_time))),
+            "chunk": (
+                "chunk",
+                np.arange(len(self.chunk_wall_time)),
+                {"long_name": "index of a compiled chunk of steps", "units": "1"},
+            ),
         }
         grid_coords = self.grid.coords()
         for i, a in enumerate(axes):
             coords[a] = (
                 a,
                 grid_coords[a],
-                {"units": self.grid.length_units, "long_name": self.grid.long_names[i]},
+                spatial_coordinate_attrs(a, self.grid.long_names[i], self.grid.length_units),
             )
         data: dict[str, Any] = {}
         for i, v in enumerate(self.variables):
@@ -1140,9 +1158,21 @@ class HybridResult:
             self.step_wall_time(),
             {"units": "s", "long_name": "wall time per step (chunk time spread evenly)"},
         )
-        data["chunk_wall_time"] = ("chunk", self.chunk_wall_time, {"units": "s"})
-        data["chunk_first_step"] = ("chunk", self.chunk_first_step, {"units": "1"})
-        data["chunk_num_steps"] = ("chunk", self.chunk_num_steps, {"units": "1"})
+        data["chunk_wall_time"] = (
+            "chunk",
+            self.chunk_wall_time,
+            {"units": "s", "long_name": "wall time of the chunk"},
+        )
+        data["chunk_first_step"] = (
+            "chunk",
+            self.chunk_first_step,
+            {"units": "1", "long_name": "first step of the chunk"},
+        )
+        data["chunk_num_steps"] = (
+            "chunk",
+            self.chunk_num_steps,
+            {"units": "1", "long_name": "steps in the chunk"},
+        )
         if self.rmse is not None:
             for v, r in self.rmse.items():
                 data[f"rmse_{v}"] = (
@@ -1157,7 +1187,8 @@ class HybridResult:
         summary = self.summary()
         attrs = {
             "title": "hybrid solver/surrogate run",
-            "Conventions": "CF-1.8",
+            "Conventions": "CF-1.10",
+            "history": "written by surrogate.hybrid.HybridResult.to_xarray",
             "dt": self.dt,
             "t0": self.t0,
             "wall_time": self.wall_time,
@@ -1173,7 +1204,10 @@ class HybridResult:
             "package_version": version,
             "created": datetime.datetime.now(datetime.UTC).isoformat(),
         }
-        return xr.Dataset(data, coords=coords, attrs=attrs)
+        ds = xr.Dataset(data, coords=coords, attrs=attrs)
+        for name in ds.coords:  # CF 2.5.1: coordinate variables carry no _FillValue
+            ds[name].encoding["_FillValue"] = None
+        return ds
 
     def to_netcdf(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_xarray` to netCDF atomically (temporary file, then rename)."""

@@ -12,6 +12,7 @@ import jax
 import netCDF4
 import numpy as np
 import pytest
+import xarray as xr
 
 import datasets
 import solvers
@@ -318,7 +319,7 @@ def test_bad_arguments_are_named(tmp_path, kwargs, message):
 
 
 def test_not_a_solver_is_refused(tmp_path):
-    with pytest.raises(TypeError, match="has no attribute 'name'"):
+    with pytest.raises(TypeError, match=r"solver must be a JAX pytree .*solvers.from_step"):
         datasets.generate(object(), tmp_path / "x", num_trajectories=1, num_frames=2)
 
 
@@ -355,3 +356,18 @@ def test_two_spawned_workers_give_the_same_checksums(tmp_path):
 def test_workers_auto_on_kuramoto_sivashinsky(ks_dataset, tmp_path):
     out = datasets.generate(ks_solver(), tmp_path / "auto", **GENERATE, num_workers="auto")
     assert checksums(out) == checksums(ks_dataset)
+
+
+def test_split_coordinate_agrees_with_the_manifest(ks_dataset):
+    manifest = datasets.read_manifest(ks_dataset)
+    for shard in manifest["shards"]:
+        with xr.open_dataset(ks_dataset / shard["file"], engine="netcdf4") as ds:
+            for i, name in zip(ds["trajectory"].values, ds["split"].values, strict=True):
+                lo, hi = manifest["splits"][name]
+                assert lo <= i < hi, (shard["file"], int(i), name)
+    with datasets.open_dataset(ks_dataset) as ds:
+        for name, (lo, hi) in manifest["splits"].items():
+            ids = ds["trajectory"].values[ds["split"].values == name]
+            np.testing.assert_array_equal(ids, np.arange(lo, hi))
+    with datasets.open_dataset(ks_dataset, "val") as ds:
+        assert set(ds["split"].values) == {"val"}

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from datasets import ArrayLoader
 from solvers import KuramotoSivashinsky, rollout
 from surrogate.bundle import load_forecaster, save_forecaster
 from surrogate.forecaster import ForecasterSpec
@@ -21,24 +22,15 @@ from surrogate.train import MetricsLog, TrainConfig, TrainingDivergedError, init
 REPO = Path(__file__).resolve().parents[2]
 
 
-class ArrayLoader:
-    """In-memory window loader with the training contract: ``batch(step)`` pure in step."""
+class NanAtLoader(ArrayLoader):
+    """The public in-memory loader with a test hook: batch ``nan_at`` has NaN inputs."""
 
-    def __init__(self, trajectories, batch_size, history=1, horizon=1, seed=0, nan_at=None):
-        self.data = np.asarray(trajectories, np.float32)  # (N, T, C, X)
-        n, t = self.data.shape[:2]
-        self.windows = [(i, s) for i in range(n) for s in range(t - history - horizon + 1)]
-        self.batch_size, self.history, self.horizon, self.seed = batch_size, history, horizon, seed
+    def __init__(self, trajectories, *, nan_at, **kw):
+        super().__init__(trajectories, **kw)
         self.nan_at = nan_at
 
-    def batch(self, step):
-        per_epoch = len(self.windows) // self.batch_size
-        epoch, pos = divmod(step, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
-        idx = order[pos * self.batch_size : (pos + 1) * self.batch_size]
-        h, k = self.history, self.horizon
-        x = np.stack([self.data[i, s : s + h] for i, s in (self.windows[j] for j in idx)])
-        y = np.stack([self.data[i, s + h : s + h + k] for i, s in (self.windows[j] for j in idx)])
+    def batch(self, step, part=None):
+        x, y = super().batch(step, part)
         if self.nan_at is not None and step == self.nan_at:
             x = x * np.nan
         return x, y
@@ -136,11 +128,15 @@ def test_bitwise_resume_after_stop(setup, tmp_path):
     _, data, spec, stats = setup
     cfg = small_config()
     straight = train(
-        init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, tmp_path / "a", progress=False
+        init_forecaster(spec, stats),
+        ArrayLoader(data, batch_size=8),
+        cfg,
+        tmp_path / "a",
+        progress=False,
     )
     train(
         init_forecaster(spec, stats),
-        ArrayLoader(data, 8),
+        ArrayLoader(data, batch_size=8),
         cfg,
         tmp_path / "b",
         progress=False,
@@ -149,7 +145,7 @@ def test_bitwise_resume_after_stop(setup, tmp_path):
     # resume from a *different* initialisation: everything must come from the checkpoint
     resumed = train(
         init_forecaster(spec, stats, seed=99),
-        ArrayLoader(data, 8),
+        ArrayLoader(data, batch_size=8),
         cfg,
         tmp_path / "b",
         progress=False,
@@ -162,7 +158,7 @@ def test_bitwise_resume_after_stop(setup, tmp_path):
     with pytest.raises(FileExistsError, match="holds checkpoints up to step 20; pass resume=True"):
         train(
             init_forecaster(spec, stats),
-            ArrayLoader(data, 8),
+            ArrayLoader(data, batch_size=8),
             cfg,
             tmp_path / "b",
             progress=False,
@@ -176,18 +172,23 @@ def test_bitwise_resume_after_sigkill(setup, tmp_path):
     _, data, spec, stats = setup
     cfg = small_config()
     straight = train(
-        init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, tmp_path / "a", progress=False
+        init_forecaster(spec, stats),
+        ArrayLoader(data, batch_size=8),
+        cfg,
+        tmp_path / "a",
+        progress=False,
     )
     script = textwrap.dedent(
         f"""
         import os, signal
-        from tests.surrogate.test_train import ArrayLoader, make_setup, small_config
+        from datasets import ArrayLoader
+        from tests.surrogate.test_train import make_setup, small_config
         from surrogate.train import init_forecaster, train
         _, data, spec, stats = make_setup()
         def die(step):
             if step == 15:
                 os.kill(os.getpid(), signal.SIGKILL)
-        train(init_forecaster(spec, stats), ArrayLoader(data, 8), small_config(), {str(tmp_path / "b")!r},
+        train(init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), small_config(), {str(tmp_path / "b")!r},
               progress=False, on_step=die)
         """
     )
@@ -199,7 +200,7 @@ def test_bitwise_resume_after_sigkill(setup, tmp_path):
     assert records[-1]["step"] == 15  # the log survived the kill up to the last logged step
     resumed = train(
         init_forecaster(spec, stats, seed=5),
-        ArrayLoader(data, 8),
+        ArrayLoader(data, batch_size=8),
         cfg,
         tmp_path / "b",
         progress=False,
@@ -216,7 +217,7 @@ def test_nan_loss_stops_and_keeps_good_checkpoint(setup, tmp_path):
     with pytest.raises(TrainingDivergedError, match="step 17"):
         train(
             init_forecaster(spec, stats),
-            ArrayLoader(data, 8, nan_at=17),
+            NanAtLoader(data, batch_size=8, nan_at=17),
             cfg,
             tmp_path,
             progress=False,
@@ -224,7 +225,9 @@ def test_nan_loss_stops_and_keeps_good_checkpoint(setup, tmp_path):
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 10  # nothing written after the bad step
     # the good checkpoint restores to finite parameters and training resumes from it
-    res = train(init_forecaster(spec, stats), ArrayLoader(data, 8), cfg, tmp_path, progress=False)
+    res = train(
+        init_forecaster(spec, stats), ArrayLoader(data, batch_size=8), cfg, tmp_path, progress=False
+    )
     assert res.step == 30
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(res.forecaster.params))
 
@@ -241,7 +244,7 @@ def test_rollout_curriculum_pushforward_noise_bf16(setup, tmp_path):
     assert [cfg.rollout_at(s) for s in (0, 4, 5, 9)] == [1, 1, 3, 3]
     res = train(
         init_forecaster(spec, stats),
-        ArrayLoader(data, 8, horizon=3),
+        ArrayLoader(data, batch_size=8, horizon=3),
         cfg,
         tmp_path / "fp",
         progress=False,
@@ -251,7 +254,7 @@ def test_rollout_curriculum_pushforward_noise_bf16(setup, tmp_path):
     bf16_spec = ForecasterSpec.from_dict({**spec.to_dict(), "compute_dtype": "bfloat16"})
     res16 = train(
         init_forecaster(bf16_spec, stats),
-        ArrayLoader(data, 8),
+        ArrayLoader(data, batch_size=8),
         small_config(num_steps=10, checkpoint_every=0),
         tmp_path / "bf",
         progress=False,
