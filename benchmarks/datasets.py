@@ -44,14 +44,11 @@ import jax  # noqa: E402
 
 import datasets  # noqa: E402
 import solvers  # noqa: E402
-from datasets import generation, storage  # noqa: E402
-from datasets.generation import (  # noqa: E402
-    _collect,
-    _dispatch_shard,
-    generation_spec,
-    precision_scope,
-    solver_layout,
-)
+from datasets import storage  # noqa: E402
+from datasets.provenance import generation_spec, solver_layout  # noqa: E402
+from datasets.shards import _collect, _dispatch_shard  # noqa: E402
+from datasets.simulate import precision_scope  # noqa: E402
+from datasets.workers import _Recorder  # noqa: E402
 
 
 def emit(figure: str, **values) -> None:
@@ -149,7 +146,7 @@ class _Arrivals:
 
     def __init__(self) -> None:
         self.times: list[tuple[float, int]] = []
-        self._orig = generation._Recorder.add
+        self._orig = _Recorder.add
 
     def __enter__(self):
         arrivals = self
@@ -160,11 +157,11 @@ class _Arrivals:
             )
             return arrivals._orig(recorder, record)
 
-        generation._Recorder.add = add
+        _Recorder.add = add
         return self
 
     def __exit__(self, *exc) -> None:
-        generation._Recorder.add = self._orig
+        _Recorder.add = self._orig
 
     def steady_rate(self) -> float:
         """Trajectories/s between the first and the last shard (start-up excluded)."""

@@ -16,7 +16,7 @@ the unrelated PyPI package of the same name.
 """
 
 from datasets.arrays import from_arrays, from_xarray
-from datasets.generation import generate, regenerate_trajectories, regenerate_trajectory
+from datasets.generation import generate
 from datasets.loading import (
     ArrayLoader,
     NonFiniteDataError,
@@ -27,6 +27,7 @@ from datasets.loading import (
     open_dataset,
 )
 from datasets.manifest import ManifestError, read_manifest
+from datasets.simulate import regenerate_trajectories, regenerate_trajectory
 from datasets.statistics import (
     Statistics,
     compute_statistics,

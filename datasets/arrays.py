@@ -140,14 +140,6 @@ def _check_grid(owner: str, grid: Any) -> dict[str, Any]:
         raise ValueError(f"{owner}: grid {dict(grid)!r} is not a valid grid: {e}") from None
 
 
-def _check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{owner}: {name} must be an int <= {high}, got {value!r}")
-    return int(value)
-
-
 def _precision(owner: str, what: str, dtype: np.dtype) -> str:
     if dtype.name not in PRECISIONS:
         raise ValueError(
@@ -224,11 +216,12 @@ def _write_dataset(
     overwrite: bool,
 ) -> pathlib.Path:
     """Write shards ``read(lo, hi) -> (hi - lo, T, C, *spatial)``, the manifest, statistics."""
-    from datasets.generation import library_versions, package_version
+    from datasets.provenance import library_versions, package_version
     from datasets.statistics import compute_statistics
+    from solvers.base import check_int
 
-    tps = _check_int(owner, "trajectories_per_shard", trajectories_per_shard, 1)
-    level = _check_int(owner, "compression_level", compression_level, 0, 9)
+    tps = check_int(owner, "trajectories_per_shard", trajectories_per_shard, 1)
+    level = check_int(owner, "compression_level", compression_level, 0, 9)
     try:
         fractions = check_splits(DEFAULT_SPLITS if splits is None else splits)
     except ValueError as e:

@@ -32,7 +32,8 @@ def run(cfg: DictConfig) -> pathlib.Path:
     """
     import jax
 
-    from datasets.generation import RUNTIME_KEYS, generate
+    from datasets.generation import generate
+    from datasets.provenance import RUNTIME_KEYS
     from solvers.config_schema import check_kwargs
     from solvers.registry import resolve_trusted
 

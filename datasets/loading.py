@@ -379,9 +379,10 @@ def load_trajectories(
 # ---- the window loaders ------------------------------------------------------------------
 def _check_loader_ints(owner: str, **values: tuple[Any, int]) -> None:
     """Raise ``ValueError`` naming the first ``name=(value, minimum)`` that is no such int."""
+    from solvers.base import check_int
+
     for name, (value, low) in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
+        check_int(owner, name, value, low)
 
 
 class _WindowBatches:
@@ -434,9 +435,10 @@ class _WindowBatches:
 
     def window_indices(self, step: int) -> np.ndarray:
         """Window numbers of batch ``step`` (``trajectory_row * W + t0``)."""
-        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
-            raise ValueError(f"{type(self).__name__}: step must be an int >= 0, got {step!r}")
-        epoch, within = divmod(int(step), self.steps_per_epoch)
+        from solvers.base import check_int
+
+        step = check_int(type(self).__name__, "step", step, 0)
+        epoch, within = divmod(step, self.steps_per_epoch)
         b = self.batch_size
         return self._permutation(epoch)[within * b : (within + 1) * b]
 

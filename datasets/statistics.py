@@ -223,7 +223,8 @@ def statistics_from_arrays(
 
     Raises:
         ValueError: ``data`` has fewer than 2 frames, no trajectory, a channel count other
-            than ``len(variables)``, or holds NaN/Inf (naming trajectory, variable, frame).
+            than ``len(variables)``, or holds NaN/Inf (naming trajectory, variable, frame);
+            ``chunk_trajectories`` is not an int >= 1.
     """
     from datasets.loading import check_finite
 
@@ -242,9 +243,11 @@ def statistics_from_arrays(
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
         raise ValueError(f"statistics_from_arrays: data must be real numbers, got {data.dtype}")
     n = data.shape[0]
-    step = n if chunk_trajectories is None else int(chunk_trajectories)
-    if step < 1:
-        raise ValueError(f"chunk_trajectories must be an int >= 1, got {chunk_trajectories!r}")
+    step = n
+    if chunk_trajectories is not None:
+        from solvers.base import check_int
+
+        step = check_int("statistics_from_arrays", "chunk_trajectories", chunk_trajectories, 1)
 
     def chunks() -> Iterator[np.ndarray]:
         for lo in range(0, n, step):

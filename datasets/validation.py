@@ -312,12 +312,8 @@ def _rebuild(chk: _Checker, manifest: Mapping[str, Any], given: Any = None):
     ``given`` (the ``solver`` argument of :func:`validate`) is used instead of rebuilding
     when its name and config are the recorded ones.
     """
-    from datasets.generation import (
-        precision_scope,
-        rebuild_solver,
-        solver_layout,
-        stored_num_points,
-    )
+    from datasets.provenance import rebuild_solver, solver_layout, stored_num_points
+    from datasets.simulate import precision_scope
 
     if given is not None:
         got = (getattr(given, "name", None), storage.normalise(given.config()))
@@ -365,7 +361,7 @@ def _check_coarse_graining(chk: _Checker, m: Mapping[str, Any], solver) -> bool:
     the record and ``solver_config``) fails the re-simulation instead. True when the
     dataset is not coarse-grained.
     """
-    from datasets.generation import stored_num_points
+    from datasets.provenance import stored_num_points
 
     record = m["spec"].get("coarse_graining")
     if record is None:
@@ -726,7 +722,7 @@ def _diagnostics_fn(chk: _Checker, solver, layout: Mapping, *, lift: bool = Fals
     """
     import jax
 
-    from datasets.generation import precision_scope
+    from datasets.simulate import precision_scope
     from solvers.resolution import spectral_resample
 
     fine = tuple(solver.grid.num_points)
@@ -758,7 +754,7 @@ def _check_conservation(chk, layout, spec, ids, data, diagnose) -> None:
     worst linearly over ``T`` frames, plus the pairwise-summation error of the mean, with
     a factor 10 of margin.
     """
-    from datasets.generation import precision_scope
+    from datasets.simulate import precision_scope
 
     eps = float(np.finfo(np.dtype(layout["precision"])).eps)
     t = spec["num_frames"]
@@ -780,7 +776,8 @@ def _check_conservation(chk, layout, spec, ids, data, diagnose) -> None:
 
 
 def _check_resimulation(chk, m, solver, sample, found, tolerance) -> None:
-    from datasets.generation import library_versions, regenerate_trajectories
+    from datasets.provenance import library_versions
+    from datasets.simulate import regenerate_trajectories
 
     dt = m["layout"]["dt"]
     todo = [i for i in sample if i in found]

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import datasets
-from datasets.generation import RUNTIME_KEYS
+from datasets.provenance import RUNTIME_KEYS
 from solvers.config_schema import ConfigError, check_kwargs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ import xarray as xr
 import datasets
 import solvers
 from datasets import storage
-from datasets.generation import RUNTIME_KEYS, simulate_batch
+from datasets.provenance import RUNTIME_KEYS
+from datasets.simulate import simulate_batch
 from tests.datasets.dataset_helpers import GENERATE, Fuse1D, Shift2D, checksums, ks_solver
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

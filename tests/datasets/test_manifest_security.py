@@ -80,7 +80,7 @@ def test_an_untrusted_module_is_not_even_imported(ks_copy, probe):
 
 
 def test_a_trusted_user_module_is_rebuilt(ks_dataset, probe, monkeypatch):
-    from datasets.generation import rebuild_solver
+    from datasets.provenance import rebuild_solver
 
     name, marker = probe
     manifest = {**datasets.read_manifest(ks_dataset), "solver": "user_solver"}
@@ -99,7 +99,7 @@ def test_a_trusted_user_module_is_rebuilt(ks_dataset, probe, monkeypatch):
 )
 def test_only_solver_classes_of_the_project_are_rebuilt(ks_dataset, path):
     """A trusted module's imports and its non-solver classes are refused too."""
-    from datasets.generation import rebuild_solver
+    from datasets.provenance import rebuild_solver
 
     manifest = {**datasets.read_manifest(ks_dataset), "solver": "x", "solver_class": path}
     with pytest.raises(solvers.UntrustedCodeError, match="key 'solver_class'"):
