@@ -30,8 +30,7 @@ from solvers import KuramotoSivashinsky
 from surrogate.evaluate import evaluate, record_provenance, save_evaluation
 from surrogate.hybrid import EveryK, HybridRunner, InvariantDrift
 from tests.datasets.dataset_helpers import GENERATE, Shift2D, ks_solver
-from tests.surrogate.test_evaluate import Damped, make_truth
-from tests.surrogate.test_hybrid import Scaled
+from tests.helpers import Damped, Scaled, make_truth
 
 checker = pytest.importorskip("compliance_checker.runner")
 

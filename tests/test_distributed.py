@@ -14,66 +14,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from surrogate import distributed
-
-REPO = Path(__file__).resolve().parents[1]
-
-# Shared preamble: a tiny KS dataset/forecaster (tests/surrogate/test_train.py) and helpers.
-PRELUDE = textwrap.dedent(
-    """
-    import json, sys
-    import jax, numpy as np
-    from surrogate import distributed
-    from surrogate.train import train, init_forecaster
-    from datasets import ArrayLoader
-    from tests.surrogate.test_train import make_setup, small_config
-
-    def leaves(f):
-        return [np.asarray(x) for x in jax.tree.leaves(f.params)]
-
-    def maxdiff(a, b):
-        return max(float(np.max(np.abs(x - y) / (1e-6 + np.abs(y)))) for x, y in zip(a, b))
-    """
-)
-
-
-def adam_gap(learning_rates) -> float:
-    """How far apart AdamW can put one parameter in two runs from the same start.
-
-    Each step moves a parameter by ``lr_t |m_hat / (sqrt(v_hat) + eps)|``, at most 1.01 lr_t
-    over the first 5 steps (Cauchy-Schwarz on the bias-corrected moments, b1 = 0.9,
-    b2 = 0.999); decoupled weight decay (1e-4 lr_t |p|) is covered by rounding up to 1.02.
-    A gradient that is zero up to round-off (summed in another order on another device or
-    process) can land anywhere in that range, so two runs may differ by twice the sum.
-    """
-    return 2 * 1.02 * float(sum(learning_rates))
-
-
-def run_script(script: str, devices: int, *args: str, timeout: float = 120.0, env=None) -> dict:
-    """Run ``script`` with ``devices`` forced CPU devices; return the last JSON line."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(REPO),
-        **(env or {}),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(script), *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from tests.helpers import PRELUDE, REPO, adam_gap, free_port, run_processes, run_script
 
 
 def test_process_slice_tiles_the_items():
@@ -184,7 +131,7 @@ def test_checkpoint_saved_on_four_devices_resumes_on_two(tmp_path):
     resumed = np.load(tmp_path / "split" / "params_2.npz")
     straight = np.load(tmp_path / "straight" / "params_1.npz")
     from surrogate.train import make_optimizer
-    from tests.surrogate.test_train import small_config
+    from tests.helpers import small_config
 
     cfg = small_config(num_steps=4, log_every=2, checkpoint_every=2)  # as in CHECKPOINT
     gap = adam_gap(make_optimizer(cfg)[1](s) for s in range(cfg.num_steps))
@@ -234,43 +181,9 @@ print(json.dumps({"pid": jax.process_index(), "processes": jax.process_count(),
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def run_processes(commands: list[list[str]], envs: list[dict], timeout: float = 150.0) -> list:
-    """Start one process per command and environment, all at once; return the JSON of
-    each one's last stdout line, in order (a failing process fails the test; none is left
-    running)."""
-    procs = [
-        subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for cmd, env in zip(commands, envs, strict=True)
-    ]
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=timeout)
-            assert p.returncode == 0, stderr[-4000:]
-            outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return outs
-
-
 @pytest.mark.integration
 def test_two_processes_generate_and_train(tmp_path):
-    port = str(_free_port())
+    port = str(free_port())
     env = {
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
@@ -306,7 +219,7 @@ def test_two_processes_generate_and_train(tmp_path):
     assert not list((tmp_path / "data").glob(".records-*"))
     # Rows read per process and assembled equal the whole batch read by one process.
     from surrogate.train import init_forecaster, train
-    from tests.surrogate.test_train import make_setup, small_config
+    from tests.helpers import make_setup, small_config
 
     _, _, spec, stats = make_setup()
     windows = datasets.WindowLoader(tmp_path / "data", "train", batch_size=4, seed=0)
@@ -483,7 +396,7 @@ print("survived the barrier", flush=True)
 
 @pytest.mark.integration
 def test_without_a_launcher_jax_ends_the_survivors_of_a_dead_process(tmp_path):
-    port = str(_free_port())
+    port = str(free_port())
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
     procs = [
         subprocess.Popen(

@@ -1,20 +1,18 @@
 """The hybrid runner with its batch split over a device mesh (forced CPU devices).
 
-The 4-device checks share one subprocess (:func:`tests.test_distributed.run_script`):
+The 4-device checks share one subprocess (:func:`tests.helpers.run_script`):
 the forced device count only takes effect before JAX initialises. The runs are tiny (KS on
 32 points, 8 members, a few steps) so the whole file stays well under a minute.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import textwrap
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
@@ -27,68 +25,27 @@ from surrogate.hybrid import (
     AlwaysSolver,
     HybridRunner,
     Threshold,
-    pytree_dataclass,
 )
-from tests.test_distributed import PRELUDE, REPO, _free_port, run_processes, run_script
-
-GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # irrational steps spread the values over [0, 1)
-SILVER = math.sqrt(2.0) - 1.0
-
-
-@pytree_dataclass()
-class MemberStepTrip:
-    """``frac(GOLDEN * member + SILVER * step)``: a deterministic value in ``[0, 1)``.
-
-    Under ``Threshold(name, thr)`` it trips a fixed, mixed set of (member, step) pairs
-    without random-number code to compile. It reads the *global* member index, so a
-    sharded run that lost track of which members a device holds would log other trips.
-    """
-
-    name: str = "member_step_trip"
-    units = "1"
-    long_name = "fractional part of a member/step hash"
-
-    def __call__(self, context):
-        dtype = context.proposal.dtype
-        v = GOLDEN * context.member.astype(dtype) + SILVER * context.step.astype(dtype)
-        return v - jnp.floor(v)
-
-
-def expected_trips(batch: int, num_steps: int, threshold: float) -> np.ndarray:
-    """``(B, N)`` bool: where :class:`MemberStepTrip` exceeds ``threshold`` (float64).
-
-    For ``B = N = 8`` no value lies within 5e-4 of 0.3, 0.7 or 1.0, far above the
-    float32 round-off (~1e-6) of the runner's own evaluation.
-    """
-    m, s = np.meshgrid(np.arange(batch), np.arange(num_steps), indexing="ij")
-    return np.mod(GOLDEN * m + SILVER * s, 1.0) > threshold
-
-
-BATCH, NUM_STEPS, THRESHOLD = 8, 8, 0.7
-SWEEP = [0.3, 0.7, 1.0]
-
-
-def ks_setup(mesh: Mesh | None, policy=None, indicators=()) -> tuple[HybridRunner, jax.Array]:
-    """A runner on KS (32 points) with a cheap fake surrogate, and ``(BATCH, 1, 32)`` states.
-
-    Default policy: ``Threshold`` on :class:`MemberStepTrip` at ``THRESHOLD``.
-    """
-    from tests.surrogate.test_hybrid import Scaled  # imports pytest/xarray: subprocess only
-
-    ks = KuramotoSivashinsky(num_points=32, domain_length=22.0, dt=1.0, num_substeps=4)
-    if policy is None:
-        policy, indicators = Threshold("member_step_trip", THRESHOLD), (MemberStepTrip(),)
-    runner = HybridRunner(ks, Scaled(ks, 0.97), policy, indicators, chunk_size=4, mesh=mesh)
-    x0 = jax.vmap(ks.initial_condition)(jax.random.split(jax.random.key(0), BATCH))
-    return runner, x0
-
+from tests.helpers import (
+    BATCH,
+    NUM_STEPS,
+    PRELUDE,
+    REPO,
+    SWEEP,
+    THRESHOLD,
+    MemberStepTrip,
+    expected_trips,
+    free_port,
+    run_processes,
+    run_script,
+)
 
 FOUR_DEVICES = """
 import re
 import jax.numpy as jnp
 from surrogate.hybrid import AlwaysSolver, compare_cost, sweep_thresholds
-from surrogate.hybrid import runner as runner_module
-from tests.test_distributed_hybrid import NUM_STEPS, SWEEP, ks_setup
+from surrogate.hybrid import chunk as chunk_module
+from tests.helpers import NUM_STEPS, SWEEP, ks_setup
 
 out_dir = sys.argv[1]
 out = {"devices": jax.device_count()}
@@ -101,7 +58,7 @@ four = ks_setup(mesh, AlwaysSolver())[0].run(x0, 6)
 out["solver_bitwise"] = bool(np.array_equal(one.states, four.states))
 out["solver_maxdiff"] = float(np.max(np.abs(one.states - four.states)))
 out["solver_engine"] = np.unique(four.engine).tolist()
-exe = [v for k, v in runner_module._COMPILED.items() if k[0] == mesh][-1]
+exe = [v for k, v in chunk_module._COMPILED.items() if k[0] == mesh][-1]
 carry_sh, frames_sh = exe.input_shardings[0][1][0], exe.output_shardings[1]
 out["frames_devices"] = len(frames_sh.device_set)
 out["frames_split"] = frames_sh.is_equivalent_to(distributed.batch_sharding(mesh), 4)
@@ -115,7 +72,7 @@ runner4 = ks_setup(mesh)[0]
 b = runner4.run(x0, NUM_STEPS)
 np.save(out_dir + "/threshold_one_device.npy", a.states)
 np.save(out_dir + "/threshold_four_devices.npy", b.states)
-hlo = [v for k, v in runner_module._COMPILED.items() if k[0] == mesh][-1].as_text()
+hlo = [v for k, v in chunk_module._COMPILED.items() if k[0] == mesh][-1].as_text()
 ops = r"\b(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)\b"
 out["collectives"] = sorted(set(re.findall(ops, hlo)))
 out["state_shapes"] = {"local": "f32[2,1,32]" in hlo, "global": "f32[8,1,32]" in hlo}
@@ -131,9 +88,9 @@ except ValueError as e:
     out["error"] = str(e)
 
 # Sweep: every threshold (and the pure-solver baseline) reuses the programs built above.
-traces = runner_module.TRACE_COUNT["chunk"]
+traces = chunk_module.TRACE_COUNT["chunk"]
 ds = sweep_thresholds(runner4, x0, NUM_STEPS, SWEEP)
-out["sweep_traces"] = runner_module.TRACE_COUNT["chunk"] - traces
+out["sweep_traces"] = chunk_module.TRACE_COUNT["chunk"] - traces
 out["sweep_rollbacks"] = ds["rollbacks"].values.tolist()
 out["sweep_devices"] = json.loads(ds.attrs["runner_config"])["devices"]
 report = compare_cost(runner4, x0, NUM_STEPS)
@@ -226,7 +183,7 @@ def test_sharded_compare_cost_runs_both_on_the_mesh(four_devices):
 
 
 TWO_PROCESSES = """
-from tests.test_distributed_hybrid import NUM_STEPS, ks_setup
+from tests.helpers import NUM_STEPS, ks_setup
 pid, port, out_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
                            process_id=pid, initialization_timeout=60)
@@ -242,7 +199,7 @@ print(json.dumps({"processes": jax.process_count(), "global_devices": jax.device
 def test_two_processes_each_get_the_whole_sharded_result(four_devices, four_devices_dir, tmp_path):
     # 2 processes x 2 devices: the same 4-device program, outputs gathered across
     # processes (surrogate.distributed.to_host); both hold all 8 members.
-    port = str(_free_port())
+    port = str(free_port())
     env = {
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",

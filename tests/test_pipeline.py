@@ -176,7 +176,7 @@ def test_hybrid_stage_records_members_that_go_nonfinite(tmp_path):
     from surrogate.hybrid import AlwaysSurrogate, HybridRunner
     from surrogate.report import write_report
     from tests.datasets.dataset_helpers import ks_solver
-    from tests.surrogate.test_hybrid import Scaled
+    from tests.helpers import Scaled
 
     solver = ks_solver()
     data = datasets.generate(

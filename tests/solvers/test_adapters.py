@@ -2,62 +2,26 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import solvers
-from solvers import Grid, StepSolver, from_exponax, from_step, rollout
+from solvers import StepSolver, from_exponax, from_step, rollout
+from tests import helpers
 from tests.datasets.dataset_helpers import hashed_uniform
+from tests.helpers import DT, GRID, MODES, NUM_POINTS, VELOCITY, advect_step, advection, sine_init
 
-solvers.trust_module(__name__)  # the step functions below are rebuilt from their names
-
-# Linear advection u_t + c u_x = 0 on a periodic box: a spectral phase shift is exact.
-NUM_POINTS, LENGTH, VELOCITY, DT = 32, 2 * math.pi, 0.7, 0.1
-GRID = Grid((NUM_POINTS,), (LENGTH,), ("x",), length_units="m")
-MODES = (1, 3, 5)
+solvers.trust_module(__name__)  # as a user's module would be: lambdas are still refused
 
 
-def advect_step(state: jax.Array) -> jax.Array:
-    """One exact advection step of DT: multiply mode k by exp(-i k c DT)."""
-    k = 2 * math.pi * jnp.fft.rfftfreq(NUM_POINTS, LENGTH / NUM_POINTS)
-    u_hat = jnp.fft.rfft(state, axis=-1) * jnp.exp(-1j * k * VELOCITY * DT)
-    return jnp.fft.irfft(u_hat, n=NUM_POINTS, axis=-1).astype(state.dtype)
-
-
-def sine_init(key: jax.Array) -> jax.Array:
-    """A band-limited random field: sum of a_m sin(m x) with a_m from the key."""
-    amplitudes = hashed_uniform(key, (len(MODES),))
-    x = jnp.asarray(GRID.coords()["x"], jnp.float32)
-    return sum(a * jnp.sin(m * x) for a, m in zip(amplitudes, MODES, strict=True))[None]
-
-
+# Linear advection u_t + c u_x = 0 (tests.helpers.advection): a spectral shift is exact.
 def exact(amplitudes: np.ndarray, t: float) -> np.ndarray:
     """The exact solution from sine_init's amplitudes at time t (float64 numpy)."""
     x = GRID.coords()["x"]
     u = sum(a * np.sin(m * (x - VELOCITY * t)) for a, m in zip(amplitudes, MODES, strict=True))
     return u[None]
-
-
-def mean_diagnostics(state: jax.Array) -> dict[str, jax.Array]:
-    return {"mass": jnp.mean(state)}
-
-
-def advection(**kw) -> StepSolver:
-    base = dict(
-        variables=("u",),
-        grid=GRID,
-        dt=DT,
-        units={"u": "m s-1"},
-        long_names={"u": "advected field"},
-        time_units="s",
-        name="own_advection",
-        diagnostics_fn=mean_diagnostics,
-    )
-    return from_step(advect_step, sine_init, **{**base, **kw})
 
 
 def test_from_step_matches_the_exact_solution_under_jit_and_vmap():
@@ -92,7 +56,8 @@ def test_from_step_metadata_and_substeps():
 def test_config_rebuilds_the_same_solver_from_function_names():
     solver = advection()
     cfg = solver.config()
-    assert cfg["step_fn"] == f"{__name__}:advect_step" and cfg["init_fn"] == f"{__name__}:sine_init"
+    where = helpers.__name__  # the module that defines them
+    assert cfg["step_fn"] == f"{where}:advect_step" and cfg["init_fn"] == f"{where}:sine_init"
     assert solver.rebuild_problems() == []
     again = StepSolver(**cfg)
     assert again.config() == cfg

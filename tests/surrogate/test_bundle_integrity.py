@@ -14,8 +14,8 @@ import pytest
 
 from solvers import KuramotoSivashinsky
 from surrogate.bundle import BundleCorruptedError, load_forecaster, save_forecaster
-from surrogate.forecaster import ForecasterSpec
 from surrogate.train import init_forecaster
+from tests.helpers import make_spec
 
 
 class Stats:
@@ -30,14 +30,7 @@ class Stats:
 @pytest.fixture(scope="module")
 def spec():
     solver = KuramotoSivashinsky(num_points=32, domain_length=22.0, dt=0.5, num_substeps=2)
-    return ForecasterSpec.create(
-        model_name="fno",
-        model_kwargs={"width": 8, "modes": 4, "num_layers": 2},
-        variables=solver.variables,
-        units=dict(solver.units),
-        grid=solver.grid.to_dict(),
-        dt=solver.dt,
-    )
+    return make_spec(solver, width=8, modes=4)
 
 
 def _leaves(f):

@@ -12,22 +12,21 @@ import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 
-from solvers import KuramotoSivashinsky, rollout
-from surrogate import train as train_module
+from datasets import ArrayLoader
 from surrogate.forecaster import ForecasterSpec
 from surrogate.pipeline import stage_train
 from surrogate.train import (
     CheckpointCorruptedError,
     MetricsLog,
     RunLockedError,
-    TrainConfig,
     init_forecaster,
     run_lock,
     train,
 )
+from surrogate.training.checkpoints import Checkpoints
+from tests.helpers import make_setup, same_params, small_config
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,84 +49,30 @@ def compilation_cache(tmp_path_factory):
     cc.reset_cache()
 
 
-class ArrayLoader:
-    """In-memory window loader with the training contract: ``batch(step)`` pure in step."""
-
-    def __init__(self, trajectories, batch_size=8, horizon=1, seed=0):
-        self.data = np.asarray(trajectories, np.float32)  # (N, T, C, X)
-        n, t = self.data.shape[:2]
-        self.windows = [(i, s) for i in range(n) for s in range(t - 1 - horizon + 1)]
-        self.batch_size, self.horizon, self.seed = batch_size, horizon, seed
-
-    def batch(self, step):
-        per_epoch = len(self.windows) // self.batch_size
-        epoch, pos = divmod(step, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
-        idx = order[pos * self.batch_size : (pos + 1) * self.batch_size]
-        pairs = [self.windows[j] for j in idx]
-        x = np.stack([self.data[i, s : s + 1] for i, s in pairs])
-        y = np.stack([self.data[i, s + 1 : s + 1 + self.horizon] for i, s in pairs])
-        return x, y
-
-
-class Stats:
-    def __init__(self, data):
-        d = np.asarray(data, np.float64)
-        self.state_mean, self.state_std = d.mean(axis=(0, 1, 3)), d.std(axis=(0, 1, 3))
-        delta = np.diff(d, axis=1)
-        self.delta_mean, self.delta_std = delta.mean(axis=(0, 1, 3)), delta.std(axis=(0, 1, 3))
-
-
 @pytest.fixture(scope="module")
 def setup():
-    """A tiny KS dataset, a tiny FNO spec and its statistics (deterministic)."""
-    solver = KuramotoSivashinsky(num_points=32, domain_length=22.0, dt=0.5, num_substeps=2)
-    u0 = jax.vmap(solver.initial_condition)(jax.random.split(jax.random.key(1), 4))
-    u0 = jax.vmap(lambda u: rollout(solver, u, 40, include_initial=False)[-1])(u0)
-    data = np.asarray(jax.vmap(lambda u: rollout(solver, u, 15))(u0))
-    spec = ForecasterSpec.create(
-        model_name="fno",
-        model_kwargs={"width": 8, "modes": 4, "num_layers": 2},
-        variables=solver.variables,
-        units=dict(solver.units),
-        grid=solver.grid.to_dict(),
-        dt=solver.dt,
-    )
-    return data, spec, Stats(data)
+    """A tiny KS dataset (4 trajectories of 16 frames), a tiny FNO spec, its statistics."""
+    _, data, spec, stats = make_setup(num_traj=4, num_frames=16, width=8, modes=4)
+    return data, spec, stats
 
 
 def config(**kw):
     # num_steps, learning rate and warmup enter the compiled step: keep them fixed so the
     # compilation cache serves every test
-    base = dict(
-        num_steps=15,
-        batch_size=8,
-        learning_rate=3e-3,
-        warmup_steps=5,
-        log_every=5,
-        checkpoint_every=10,
-        validate_every=0,
-        val_rollout_steps=2,
-        val_batches=1,
-        keep_checkpoints=2,
-        seed=0,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    base = dict(num_steps=15, val_rollout_steps=2, val_batches=1, keep_checkpoints=2)
+    return small_config(**{**base, **kw})
 
 
 def run(setup, run_dir, cfg, *, seed=0, spec=None, **kw):
     data, spec0, stats = setup
-    val = ArrayLoader(data, horizon=cfg.val_rollout_steps) if cfg.validate_every else None
-    f = init_forecaster(spec or spec0, stats, seed=seed)
-    return train(f, ArrayLoader(data), cfg, run_dir, val_loader=val, progress=False, **kw)
-
-
-def same_params(a, b) -> bool:
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(
-        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True)
+    val = (
+        ArrayLoader(data, batch_size=8, horizon=cfg.val_rollout_steps)
+        if cfg.validate_every
+        else None
     )
+    f = init_forecaster(spec or spec0, stats, seed=seed)
+    loader = ArrayLoader(data, batch_size=8)
+    return train(f, loader, cfg, run_dir, val_loader=val, progress=False, **kw)
 
 
 def flip_bit(path: Path) -> None:
@@ -150,13 +95,13 @@ CRASH_POINTS = ("_commit", "_write_sidecar", "_delete")
 
 def _hook(monkeypatch, on_call):
     for name in CRASH_POINTS:
-        real = getattr(train_module._Checkpoints, name)
+        real = getattr(Checkpoints, name)
 
         def wrapped(self, manager, step, *args, _real=real, _name=name, **kwargs):
             on_call((_name, Path(manager.directory).name, step))
             return _real(self, manager, step, *args, **kwargs)
 
-        monkeypatch.setattr(train_module._Checkpoints, name, wrapped)
+        monkeypatch.setattr(Checkpoints, name, wrapped)
 
 
 def test_kill_at_every_checkpoint_boundary_resumes_bitwise(setup, tmp_path, monkeypatch):

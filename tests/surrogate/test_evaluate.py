@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from solvers import AdvectionDiffusion, KuramotoSivashinsky, rollout, spectral
+from solvers import AdvectionDiffusion, KuramotoSivashinsky
 from surrogate import plots
 from surrogate.evaluate import (
     coarse_solver_for,
@@ -21,39 +21,13 @@ from surrogate.evaluate import (
     truth_from_dataset,
 )
 from surrogate.hybrid import pytree_dataclass
-from tests.surrogate.test_hybrid import _StepperMeta
+from tests.helpers import Damped, StepperMeta, make_truth
 
 NUM_TRAJ, NUM_FRAMES = 5, 21
 
 
-def make_truth(solver, num_traj, num_frames, spin_up=0, seed=0, steps_per_frame=1):
-    """Reference trajectories through ``solvers.rollout`` (not the code under test)."""
-
-    def one(i):
-        x0 = solver.initial_condition(jax.random.fold_in(jax.random.key(seed), i))
-        if spin_up:
-            x0 = rollout(solver, x0, spin_up, include_initial=False)[-1]
-        frames = rollout(solver, x0, (num_frames - 1) * steps_per_frame)
-        return frames[::steps_per_frame]
-
-    return np.asarray(jax.vmap(one)(jnp.arange(num_traj)))
-
-
-@pytree_dataclass(data_fields=("solver", "damping"))
-class Damped(_StepperMeta):
-    """Fake surrogate: the solver followed by extra diffusion ``exp(-damping k^2)`` per step."""
-
-    solver: object
-    damping: float
-
-    def __call__(self, state):
-        (k,) = spectral.wavenumbers(self.grid.num_points, self.grid.domain_length)
-        y_hat = jnp.fft.rfft(self.solver(state)) * jnp.exp(-self.damping * k**2)
-        return jnp.fft.irfft(y_hat, n=state.shape[-1]).astype(state.dtype)
-
-
 @pytree_dataclass(data_fields=("solver", "factor"))
-class Growing(_StepperMeta):
+class Growing(StepperMeta):
     """Fake unstable surrogate: multiplies the state by ``factor`` every step."""
 
     solver: object
@@ -327,7 +301,7 @@ def test_bad_arguments_are_named(ks, ks_truth):
         coarse_solver_for(ks, 3)
     with pytest.raises(ValueError, match="could not build the coarse_solver"):
         coarse_solver_for(ks, 8)  # 4 points: below the solver's minimum of 8
-    with pytest.raises(ValueError, match="has dt"):
+    with pytest.raises(ValueError, match=r"solver does not match the data: dt 0.5 != 1.0"):
         evaluate(ks, ks_truth[:2, :4], solver=KuramotoSivashinsky(**{**ks.config(), "dt": 0.5}))
     with pytest.raises(ValueError, match="blowup_threshold"):
         evaluate(ks, ks_truth[:2, :4], blowup_threshold=0.0)

@@ -1,6 +1,6 @@
 """A mesh-less ``HybridRunner`` runs on whichever device its input is on (forced CPU devices).
 
-The checks share one subprocess (:func:`tests.test_distributed.run_script`): the forced
+The checks share one subprocess (:func:`tests.helpers.run_script`): the forced
 device count only takes effect before JAX initialises.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_distributed import run_script
+from tests.helpers import run_script
 
 TWO_DEVICES = """
-from surrogate.hybrid import runner as runner_module
-from tests.test_distributed_hybrid import NUM_STEPS, ks_setup
+from surrogate.hybrid import chunk as chunk_module
+from tests.helpers import NUM_STEPS, ks_setup
 
 d0, d1 = jax.devices()
 runner, x0 = ks_setup(None)  # threshold policy: solver and surrogate both run
@@ -31,7 +31,7 @@ out["bitwise"] = {k: bool(np.array_equal(r.states, runs["dev0"].states)) for k, 
 # Each cached program takes its state on the device it was compiled for.
 out["program_devices"] = sorted(
     next(iter(exe.input_shardings[0][1][0].device_set)).id
-    for key, exe in runner_module._COMPILED.items()
+    for key, exe in chunk_module._COMPILED.items()
 )
 print(json.dumps(out))
 """

@@ -17,7 +17,8 @@ from datasets import ArrayLoader
 from solvers import KuramotoSivashinsky, rollout
 from surrogate.bundle import load_forecaster, save_forecaster
 from surrogate.forecaster import ForecasterSpec
-from surrogate.train import MetricsLog, TrainConfig, TrainingDivergedError, init_forecaster, train
+from surrogate.train import MetricsLog, TrainingDivergedError, init_forecaster, train
+from tests.helpers import make_setup, same_params, small_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,63 +37,9 @@ class NanAtLoader(ArrayLoader):
         return x, y
 
 
-class Stats:
-    def __init__(self, data):
-        d = np.asarray(data, np.float64)
-        self.state_mean = d.mean(axis=(0, 1, 3))
-        self.state_std = d.std(axis=(0, 1, 3))
-        delta = np.diff(d, axis=1)
-        self.delta_mean = delta.mean(axis=(0, 1, 3))
-        self.delta_std = delta.std(axis=(0, 1, 3))
-
-
-def make_setup(num_points=32, num_traj=6, num_frames=24, width=16, modes=8, history=1):
-    """A tiny KS dataset, its loader/statistics, and an initial forecaster (deterministic)."""
-    solver = KuramotoSivashinsky(num_points=num_points, domain_length=22.0, dt=0.5, num_substeps=2)
-    keys = jax.random.split(jax.random.key(1), num_traj)
-    u0 = jax.vmap(solver.initial_condition)(keys)
-    # spin up onto the attractor, then record
-    u0 = jax.vmap(lambda u: rollout(solver, u, 40, include_initial=False)[-1])(u0)
-    data = jax.vmap(lambda u: rollout(solver, u, num_frames - 1))(u0)
-    spec = ForecasterSpec.create(
-        model_name="fno",
-        model_kwargs={"width": width, "modes": modes, "num_layers": 2},
-        variables=solver.variables,
-        units=dict(solver.units),
-        grid=solver.grid.to_dict(),
-        dt=solver.dt,
-        history=history,
-    )
-    stats = Stats(data)
-    return solver, np.asarray(data), spec, stats
-
-
-def small_config(**kw):
-    base = dict(
-        num_steps=20,
-        batch_size=8,
-        learning_rate=3e-3,
-        warmup_steps=5,
-        log_every=5,
-        checkpoint_every=10,
-        validate_every=0,
-        keep_checkpoints=3,
-        seed=0,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 @pytest.fixture(scope="module")
 def setup():
     return make_setup()
-
-
-def _params_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(
-        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True)
-    )
 
 
 def test_forecaster_is_a_stepper(setup):
@@ -150,7 +97,7 @@ def test_bitwise_resume_after_stop(setup, tmp_path):
         tmp_path / "b",
         progress=False,
     )
-    assert _params_equal(straight.forecaster.params, resumed.forecaster.params)
+    assert same_params(straight.forecaster.params, resumed.forecaster.params)
     assert [r["loss"] for r in straight.metrics] == [
         r["loss"] for r in MetricsLog.read(tmp_path / "b")
     ]
@@ -182,7 +129,7 @@ def test_bitwise_resume_after_sigkill(setup, tmp_path):
         f"""
         import os, signal
         from datasets import ArrayLoader
-        from tests.surrogate.test_train import make_setup, small_config
+        from tests.helpers import make_setup, small_config
         from surrogate.train import init_forecaster, train
         _, data, spec, stats = make_setup()
         def die(step):
@@ -205,7 +152,7 @@ def test_bitwise_resume_after_sigkill(setup, tmp_path):
         tmp_path / "b",
         progress=False,
     )
-    assert _params_equal(straight.forecaster.params, resumed.forecaster.params)
+    assert same_params(straight.forecaster.params, resumed.forecaster.params)
     assert [r["loss"] for r in straight.metrics] == [
         r["loss"] for r in MetricsLog.read(tmp_path / "b")
     ]
@@ -324,3 +271,29 @@ def test_forecaster_history_window():
     assert f.step_batch(frames).shape == (2, *data.shape[2:])
     with pytest.raises(ValueError, match="history=2"):
         f(jnp.asarray(data[0, 0]))
+
+
+def test_train_module_is_the_facade_of_the_training_parts():
+    """``surrogate.train`` re-exports each public name from the module that defines it."""
+    import surrogate.train as facade
+    from surrogate.training import checkpoints, config, lock, loop, loss, metrics_log, step
+
+    expected = {
+        "CheckpointCorruptedError": checkpoints.CheckpointCorruptedError,
+        "LOCK_NAME": lock.LOCK_NAME,
+        "MetricsLog": metrics_log.MetricsLog,
+        "RunLockedError": lock.RunLockedError,
+        "TrainConfig": config.TrainConfig,
+        "TrainResult": loop.TrainResult,
+        "TrainingDivergedError": loop.TrainingDivergedError,
+        "init_forecaster": loop.init_forecaster,
+        "make_optimizer": step.make_optimizer,
+        "make_train_step": step.make_train_step,
+        "make_validation": step.make_validation,
+        "rollout_loss": loss.rollout_loss,
+        "run_lock": lock.run_lock,
+        "train": loop.train,
+    }
+    assert sorted(facade.__all__) == sorted(expected)
+    for name, obj in expected.items():
+        assert getattr(facade, name) is obj, name
