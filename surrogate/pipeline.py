@@ -25,13 +25,13 @@ Run directory layout::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import platform
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,8 @@ def _stage_train(
         model_kwargs=model_kwargs,
         variables=info["variables"],
         units=info.get("units", {}),
+        long_names=info.get("long_names") or {},
+        time_units=info.get("time_units", "1"),
         grid=info["grid"],
         dt=info["dt"],
         history=cfg.history,
@@ -432,6 +434,61 @@ def _nonfinite(res, what: str) -> dict[str, Any]:
     return {"nonfinite_members": int(bad.size), "first_nonfinite_time": t}
 
 
+def _resolved_band(k: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
+    """``(C, K)`` bool: the wavenumbers of a reference spectrum worth comparing against.
+
+    "Resolved": inside the 2/3-rule band and above round-off (1e-8 of the peak power).
+
+    Args:
+        k: ``(K,)`` wavenumbers of the spectrum (units of ``1 / length``).
+        spectrum: ``(C, K)`` mean power per variable.
+    """
+    k_max = float(np.max(k)) if np.size(k) else 0.0
+    return (spectrum > 1e-8 * spectrum.max(axis=-1, keepdims=True)) & (
+        np.asarray(k)[None, :] <= (2.0 / 3.0) * k_max
+    )
+
+
+def _hybrid_scores(
+    res,
+    *,
+    solver_run,
+    solver_spectrum: np.ndarray,
+    resolved: np.ndarray,
+    grid,
+    variables: list[str],
+    lead: int,
+    start: int,
+) -> dict[str, Any]:
+    """A run of the hybrid stage scored against the pure-solver run from the same states.
+
+    For chaotic problems RMSE is meaningful at short leads only, so the long run is
+    judged by its statistics: the mean spectrum over frames ``start:``, compared on the
+    ``resolved`` band.
+
+    Args:
+        res: the :class:`~surrogate.hybrid.HybridResult` to score (``rmse`` filled).
+        solver_run: the pure-solver run (the baseline of the speed-up).
+        solver_spectrum: ``(C, K)`` its long-run mean spectrum; ``resolved`` its band.
+        grid, variables: the state's grid and variable names.
+        lead: the short lead step of the RMSE; start: first frame of the long run.
+
+    Returns:
+        ``res.summary(baseline=solver_run)`` with the non-finite members,
+        ``short_lead_rmse`` and ``long_run_spectrum_max_rel_error`` (per variable) added,
+        and ``spectrum``: the run's ``(C, K)`` long-run mean spectrum (not JSON; pop it).
+    """
+    _, spec = _mean_spectrum(res.states, grid, start)
+    rel = np.where(resolved, np.abs(spec / np.where(resolved, solver_spectrum, 1.0) - 1.0), 0.0)
+    out = {**res.summary(baseline=solver_run), **_nonfinite(res, "hybrid run")}
+    out["short_lead_rmse"] = {v: _finite_mean(res.rmse[v][:, lead]) for v in variables}
+    out["long_run_spectrum_max_rel_error"] = {
+        v: float(np.nanmax(rel[i])) for i, v in enumerate(variables)
+    }
+    out["spectrum"] = spec
+    return out
+
+
 def stage_hybrid(
     runner,
     data_dir: Path,
@@ -452,7 +509,8 @@ def stage_hybrid(
     the resolved wavenumbers) and figures. Accuracy is measured against the pure-solver
     run from the same initial states (the dataset's test split, continued past its stored
     frames); for chaotic problems RMSE is meaningful at short leads only, the long run is
-    judged by its statistics. Skips when ``hybrid/summary.json`` is newer than
+    judged by its statistics (:func:`_hybrid_scores`). The sweep's runs are those of
+    :func:`surrogate.hybrid.sweep_runs`. Skips when ``hybrid/summary.json`` is newer than
     the forecaster bundle.
 
     Args:
@@ -462,11 +520,15 @@ def stage_hybrid(
         sweep_indicator, sweep_thresholds: the threshold sweep (skipped when empty).
         scenarios: extra named runs from modified initial states, e.g.
             ``{"amplitude_x2": 2.0}`` scales the initial anomalies (out of distribution).
+
+    Raises:
+        ValueError: ``sweep_indicator`` is not an indicator the policy checks (the message
+            names ``hybrid.sweep.indicator``).
     """
     import datasets
     from solvers.rollout import NonFiniteError
     from surrogate import plots
-    from surrogate.hybrid import AlwaysSurrogate
+    from surrogate.hybrid import AlwaysSurrogate, sweep_runs
 
     out_dir = run_dir / "hybrid"
     summary_path = out_dir / "summary.json"
@@ -486,24 +548,17 @@ def stage_hybrid(
     solver_run = runner.run_solver_only(x0, num_steps)
     reference = solver_run.states
     k, spec_solver = _mean_spectrum(reference, grid, num_steps // 2)
-    # "Resolved": inside the 2/3-rule band and above round-off (1e-8 of the peak power).
-    k_max = float(np.max(k)) if np.size(k) else 0.0
-    resolved = (spec_solver > 1e-8 * spec_solver.max(axis=-1, keepdims=True)) & (
-        np.asarray(k)[None, :] <= (2.0 / 3.0) * k_max
-    )
     lead = max(1, min(short_lead_steps, num_steps))
-
-    def scores(res) -> dict[str, Any]:
-        """Short-lead RMSE vs the solver and the long-run spectrum's largest relative error."""
-        _, spec = _mean_spectrum(res.states, grid, num_steps // 2)
-        rel = np.where(resolved, np.abs(spec / np.where(resolved, spec_solver, 1.0) - 1.0), 0.0)
-        out = {**res.summary(baseline=solver_run), **_nonfinite(res, "hybrid run")}
-        out["short_lead_rmse"] = {v: _finite_mean(res.rmse[v][:, lead]) for v in variables}
-        out["long_run_spectrum_max_rel_error"] = {
-            v: float(np.nanmax(rel[i])) for i, v in enumerate(variables)
-        }
-        out["spectrum"] = spec
-        return out
+    scores = partial(
+        _hybrid_scores,
+        solver_run=solver_run,
+        solver_spectrum=spec_solver,
+        resolved=_resolved_band(k, spec_solver),
+        grid=grid,
+        variables=variables,
+        lead=lead,
+        start=num_steps // 2,
+    )
 
     surrogate_run = runner.with_policy(AlwaysSurrogate(), indicators=()).run(
         x0, num_steps, reference=reference, check_finite=False
@@ -538,24 +593,23 @@ def stage_hybrid(
     }
     runs = {"solver": solver_run, "surrogate": surrogate_run, "hybrid": hybrid_run}
     if sweep_indicator and len(sweep_thresholds):
-        policy = runner.policy
-        names = tuple(getattr(policy, "indicator_name", ()) or ())
-        if sweep_indicator not in names:
-            raise ValueError(
-                f"hybrid.sweep.indicator {sweep_indicator!r} is not checked by the policy "
-                f"{type(policy).__name__} (it checks {names})"
+        try:
+            sweep = sweep_runs(
+                runner,
+                x0,
+                num_steps,
+                sweep_thresholds,
+                indicator_name=sweep_indicator,
+                reference=reference,
+                check_finite=False,
             )
-        i = names.index(sweep_indicator)
+        except ValueError as e:
+            raise ValueError(f"hybrid.sweep.indicator: {e}") from None
         rows = []
-        for value in sweep_thresholds:
-            th = list(policy.threshold)
-            th[i] = float(value)
-            res = runner.with_policy(dataclasses.replace(policy, threshold=tuple(th))).run(
-                x0, num_steps, reference=reference, check_finite=False
-            )
+        for value, res in sweep:
             row = scores(res)
             row.pop("spectrum")
-            rows.append({"threshold": float(value), **row})
+            rows.append({"threshold": value, **row})
         summary["sweep"] = {"indicator": sweep_indicator, "rows": rows}
     for name, factor in (scenarios or {}).items():
         mean = x0.mean(axis=tuple(range(2, x0.ndim)), keepdims=True)

@@ -45,39 +45,15 @@ from surrogate.hybrid import (
     sweep_thresholds,
     tail_share,
 )
-from surrogate.hybrid import runner as runner_module
+from surrogate.hybrid import chunk as chunk_module
+from tests.helpers import Scaled, StepperMeta
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "hybrid")
 
 
 # ---- fake surrogates -------------------------------------------------------------------
-class _StepperMeta:
-    @property
-    def dt(self):
-        return self.solver.dt
-
-    @property
-    def variables(self):
-        return self.solver.variables
-
-    @property
-    def grid(self):
-        return self.solver.grid
-
-
-@pytree_dataclass(data_fields=("solver", "scale"))
-class Scaled(_StepperMeta):
-    """``scale * solver(state)``."""
-
-    solver: object
-    scale: float = 1.0
-
-    def __call__(self, state):
-        return self.solver(state) * jnp.asarray(self.scale, state.dtype)
-
-
 @pytree_dataclass(data_fields=("solver", "triggers", "fill"))
-class Trigger(_StepperMeta):
+class Trigger(StepperMeta):
     """``solver(state)``, times ``fill`` when ``state`` equals one of ``triggers (K, C, ...)``."""
 
     solver: object
@@ -91,7 +67,7 @@ class Trigger(_StepperMeta):
 
 
 @pytree_dataclass(data_fields=("solver",))
-class OtherVariables(_StepperMeta):
+class OtherVariables(StepperMeta):
     solver: object
 
     @property
@@ -239,9 +215,9 @@ def test_threshold_sweep_reuses_one_compilation(advection, advection_states):
         chunk_size=7,
     )
     first = runner.run(advection_states, 17)
-    traces = runner_module.TRACE_COUNT["chunk"]
+    traces = chunk_module.TRACE_COUNT["chunk"]
     second = runner.with_policy(Threshold("variance_drift", 0.2)).run(advection_states, 17)
-    assert runner_module.TRACE_COUNT["chunk"] == traces
+    assert chunk_module.TRACE_COUNT["chunk"] == traces
     assert second.compile_time == 0.0  # a cache hit is reported as exactly zero
     assert np.sum(second.engine == ENGINE_ROLLBACK) < np.sum(first.engine == ENGINE_ROLLBACK)
 
@@ -256,11 +232,11 @@ def test_threshold_sweep_gives_the_cost_accuracy_curve(advection, advection_stat
         chunk_size=7,
     )
     runner.run(advection_states, 17)  # compile the hybrid program once
-    traces = runner_module.TRACE_COUNT["chunk"]
+    traces = chunk_module.TRACE_COUNT["chunk"]
     reference = np.asarray(jax.vmap(lambda s: rollout(advection, s, 17))(advection_states))
     ds = sweep_thresholds(runner, advection_states, 17, [0.005, 0.05, 0.5], reference=reference)
     # Only the pure-solver baseline may add a trace; the three thresholds share one.
-    assert runner_module.TRACE_COUNT["chunk"] - traces <= 1
+    assert chunk_module.TRACE_COUNT["chunk"] - traces <= 1
     # 1.01^n - 1 crosses 0.005 at n = 1, 0.05 at n = 5 and 0.5 never within 17 steps.
     np.testing.assert_array_equal(ds["rollbacks"], [3 * 17, 3 * 3, 0])
     assert np.all(np.diff(ds["solver_fraction"]) < 0) and np.all(np.diff(ds["rmse_c"]) > 0)
@@ -442,11 +418,11 @@ def test_spectral_resampling_round_trips_and_interpolates(x64):
 
 # ---- construction and validation ---------------------------------------------------------
 def test_mismatched_steppers_are_refused_with_the_mismatch_named(ks):
-    with pytest.raises(ValueError, match="dt: solver 1.0 != surrogate 0.5"):
+    with pytest.raises(ValueError, match="dt 1.0 != surrogate 0.5"):
         HybridRunner(
             ks, KuramotoSivashinsky(num_points=64, domain_length=22.0, dt=0.5), AlwaysSurrogate()
         )
-    with pytest.raises(ValueError, match="grid shape: solver \\(64,\\) != surrogate \\(32,\\)"):
+    with pytest.raises(ValueError, match="grid num_points \\(64,\\) != surrogate \\(32,\\)"):
         HybridRunner(
             ks, KuramotoSivashinsky(num_points=32, domain_length=22.0, dt=1.0), AlwaysSurrogate()
         )
