@@ -24,6 +24,7 @@ from solvers.registry import (
 )
 from solvers.rollout import NonFiniteError, check_finite, first_nonfinite_frame, rollout
 from solvers.shallow_water import ShallowWater2D
+from solvers.stepper import Stepper, check_compatible, check_stepper
 
 register(KuramotoSivashinsky)
 register(Lorenz96)
@@ -33,6 +34,9 @@ register(Burgers)
 register(NavierStokes2D)
 
 __all__ = [
+    "Stepper",
+    "check_compatible",
+    "check_stepper",
     "AdvectionDiffusion",
     "Burgers",
     "Grid",

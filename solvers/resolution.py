@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -223,6 +224,45 @@ def at_resolution(
                 built, n = smaller, n - 1
             return built
     raise ValueError(f"{owner}: found no stable num_substeps for num_points={value!r}")
+
+
+def coarsened(solver: Any, factor: int, *, num_substeps: int | None | str = "same") -> Any:
+    """The same solver on a grid ``factor`` times coarser on every axis.
+
+    The one "same solver on a coarser grid" of the project: the coarse-solver baseline of
+    :func:`surrogate.evaluate.evaluate` and the hybrid runner's coarse check use it.
+
+    Args:
+        solver: a solver whose ``config()`` has ``num_points`` and ``num_substeps``
+            (:class:`solvers.stepper.Rebuildable`).
+        factor: integer coarsening factor >= 1 dividing every grid size.
+        num_substeps: ``"same"`` (default): the solver's own count, so the coarse solver
+            takes the same internal step; an int; or ``None``: the largest stable step
+            (:func:`at_resolution`).
+
+    Returns:
+        A new solver of the same class on ``num_points // factor``.
+
+    Raises:
+        ValueError: ``factor`` is not an int >= 1 or does not divide a grid size, the
+            config lacks ``num_points``, or the solver rejects the coarse configuration
+            (its message is included).
+    """
+    if isinstance(factor, bool) or not isinstance(factor, int | np.integer) or factor < 1:
+        raise ValueError(f"coarsened: factor must be an int >= 1, got {factor!r}")
+    config = getattr(solver, "config", None)
+    cfg = dict(config()) if callable(config) else {}
+    name = type(solver).__name__
+    if "num_points" not in cfg:
+        raise ValueError(
+            f"coarsened: {name}.config() has no 'num_points' (the constructor keyword giving "
+            "the grid size), so the solver cannot be rebuilt on a coarser grid"
+        )
+    sizes = tuple(int(n) for n in solver.grid.num_points)
+    if any(n % factor for n in sizes):
+        raise ValueError(f"coarsened: factor {factor} does not divide the num_points {sizes}")
+    substeps = cfg.get("num_substeps") if num_substeps == "same" else num_substeps
+    return at_resolution(solver, tuple(n // int(factor) for n in sizes), num_substeps=substeps)
 
 
 class Resampled:

@@ -12,7 +12,8 @@ import numpy as np
 from solvers.base import check_floating_state, check_int
 
 Array = jax.Array
-Stepper = Callable[[Array], Array]
+# rollout takes any pure step function (a solvers.stepper.Stepper is one).
+StepFn = Callable[[Array], Array]
 
 
 class NonFiniteError(FloatingPointError):
@@ -38,7 +39,7 @@ class NonFiniteError(FloatingPointError):
 
 
 @partial(jax.jit, static_argnames=("num_steps", "include_initial"))
-def rollout(stepper: Stepper, state: Array, num_steps: int, include_initial: bool = True) -> Array:
+def rollout(stepper: StepFn, state: Array, num_steps: int, include_initial: bool = True) -> Array:
     """Apply ``stepper`` ``num_steps`` times inside one ``lax.scan``.
 
     Args:

@@ -38,7 +38,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from solvers.stepper import Stepper, check_compatible, check_stepper
 from surrogate import distributed, metrics
 
 Array = jax.Array
-Stepper = Callable[[Array], Array]
 
 BASELINES = ("persistence", "coarse_solver")
 ACC_DEFINITION = (
@@ -259,36 +259,29 @@ def truth_from_dataset(ds: xr.Dataset, variables: Sequence[str]) -> tuple[np.nda
 def coarse_solver_for(solver: Any, coarsen_factor: int) -> Any:
     """The same solver on a grid ``coarsen_factor`` times coarser on every axis.
 
-    Built as ``type(solver)(**{**solver.config(), "num_points": coarse})``; ``num_points``
-    may be an int (1D, or square 2D) or a tuple ``(ny, nx)``.
+    :func:`solvers.resolution.coarsened` with the solver's own ``num_substeps``.
 
     Raises:
         ValueError: ``coarsen_factor`` not an int >= 1, a grid size it does not divide, or a
             coarse configuration the solver rejects (its message is included).
     """
+    from solvers.resolution import coarsened
+
     if not isinstance(coarsen_factor, int | np.integer) or coarsen_factor < 1:
         raise ValueError(f"coarsen_factor must be an int >= 1, got {coarsen_factor!r}")
-    cfg = solver.config()
-    if "num_points" not in cfg:
-        raise ValueError(
-            f"coarse_solver: {type(solver).__name__}.config() has no 'num_points' to coarsen"
-        )
-    n = cfg["num_points"]
-    sizes = tuple(int(v) for v in n) if isinstance(n, tuple | list) else (int(n),)
-    bad = [s for s in sizes if s % coarsen_factor]
+    bad = [n for n in solver.grid.num_points if n % coarsen_factor]
     if bad:
         raise ValueError(
-            f"coarsen_factor={coarsen_factor} does not divide the solver's num_points {n}"
+            f"coarsen_factor={coarsen_factor} does not divide the solver's num_points "
+            f"{tuple(solver.grid.num_points)}"
         )
-    coarse_sizes = tuple(s // coarsen_factor for s in sizes)
-    coarse = coarse_sizes if isinstance(n, tuple | list) else coarse_sizes[0]
     try:
-        return type(solver)(**{**cfg, "num_points": coarse})
+        return coarsened(solver, int(coarsen_factor))
     except (ValueError, TypeError) as err:
         raise ValueError(
-            f"could not build the coarse_solver baseline with num_points={coarse} "
-            f"(coarsen_factor={coarsen_factor}): {err}. Pass coarse_solver=... built by hand, "
-            "or leave 'coarse_solver' out of baselines"
+            f"could not build the coarse_solver baseline (coarsen_factor={coarsen_factor}): "
+            f"{err}. Pass coarse_solver=... built by hand, or leave 'coarse_solver' out of "
+            "baselines"
         ) from err
 
 
@@ -315,23 +308,10 @@ def describe_stepper(stepper: Any, max_chars: int = 2000) -> str:
 
 
 def _check_stepper(owner: str, name: str, stepper: Any, variables, grid, dt) -> None:
-    for attr in ("dt", "variables", "grid"):
-        if not hasattr(stepper, attr):
-            raise TypeError(f"{owner}: {name} has no .{attr}; steppers expose dt, variables, grid")
-    if tuple(stepper.variables) != tuple(variables):
-        raise ValueError(
-            f"{owner}: {name} has variables {tuple(stepper.variables)}, expected {variables}"
-        )
-    if grid is not None and (
-        tuple(stepper.grid.num_points) != tuple(grid.num_points)
-        or not np.allclose(stepper.grid.domain_length, grid.domain_length, rtol=1e-9, atol=0)
-    ):
-        raise ValueError(
-            f"{owner}: {name} has grid num_points {stepper.grid.num_points}, domain_length "
-            f"{stepper.grid.domain_length}; expected {grid.num_points}, {grid.domain_length}"
-        )
-    if not math.isclose(float(stepper.dt), float(dt), rel_tol=1e-9, abs_tol=0.0):
-        raise ValueError(f"{owner}: {name} has dt={stepper.dt}, expected dt={dt}")
+    """``stepper`` has the stepper contract and matches the evaluated data (grid: if given)."""
+    check_stepper(owner, stepper, name)
+    data = {"variables": variables, "grid": stepper.grid if grid is None else grid, "dt": dt}
+    check_compatible(owner, stepper, data, names=(name, "the data"), grid="points")
 
 
 def _batches(num: int, batch_size: int):
@@ -608,9 +588,7 @@ def evaluate(
         np.float64,
     )  # (M, C)
 
-    time_units = getattr(stepper, "time_units", getattr(solver, "time_units", "1"))
-    units = getattr(stepper, "units", None) or getattr(solver, "units", None) or {}
-    long_names = getattr(stepper, "long_names", None) or getattr(solver, "long_names", None) or {}
+    time_units, units, long_names = stepper.time_units, stepper.units, stepper.long_names
     length_units = getattr(grid, "length_units", "1")
     k_units = "1" if length_units == "1" else f"{length_units}-1"
     var_units = [str(units.get(v, "1")) for v in variables]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,12 +62,14 @@ class Normalization:
         return cls(**arrays)
 
     def to_dict(self) -> dict[str, list[float]]:
+        """The fields as lists (JSON-ready)."""
         return {
             f.name: np.asarray(getattr(self, f.name)).tolist() for f in dataclasses.fields(self)
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Sequence[float]], dtype=jnp.float32) -> Normalization:
+        """Inverse of :meth:`to_dict` (float32 arrays)."""
         return cls(**{k: jnp.asarray(v, dtype) for k, v in d.items()})
 
 
@@ -84,6 +85,9 @@ class ForecasterSpec:
         model_kwargs: architecture keyword arguments (JSON-serialisable).
         variables: channel names in state order.
         units: CF units per variable.
+        long_names: CF long name per variable (``long_names_json``; optional, bundles
+            written before it was recorded read the variable names).
+        time_units: CF unit of ``dt`` (default ``"1"``).
         grid: the grid description (``solvers.Grid.to_dict()``), checked on use.
         dt: output interval the model learned (time units).
         history: number of input frames.
@@ -103,6 +107,8 @@ class ForecasterSpec:
     compute_dtype: str = "float32"
     provenance_json: str = "{}"
     conserved: tuple[str, ...] = ()
+    long_names_json: str = "{}"
+    time_units: str = "1"
 
     @classmethod
     def create(
@@ -118,7 +124,17 @@ class ForecasterSpec:
         compute_dtype: str = "float32",
         provenance: Mapping[str, Any] | None = None,
         conserved: Sequence[str] = (),
+        long_names: Mapping[str, str] | None = None,
+        time_units: str = "1",
     ) -> ForecasterSpec:
+        """Validate and build a spec from plain values (see the class attributes).
+
+        Raises:
+            ValueError: ``history < 1``, an unknown ``compute_dtype``, a conserved variable
+                that is not among ``variables``, or a grid description lacking
+                ``num_points``, ``domain_length`` or ``axes``.
+            TypeError: a mapping that is not JSON-serialisable.
+        """
         if int(history) < 1:
             raise ValueError(f"ForecasterSpec: history must be >= 1, got {history}")
         if compute_dtype not in ("float32", "bfloat16"):
@@ -145,25 +161,38 @@ class ForecasterSpec:
             compute_dtype=compute_dtype,
             provenance_json=_canonical(provenance or {}),
             conserved=tuple(conserved),
+            long_names_json=_canonical(dict(long_names or {})),
+            time_units=str(time_units),
         )
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
+        """Architecture keyword arguments of the model."""
         return json.loads(self.model_kwargs_json)
 
     @property
     def units(self) -> dict[str, str]:
+        """CF units per variable."""
         return json.loads(self.units_json)
 
     @property
+    def long_names(self) -> dict[str, str]:
+        """CF long name per variable (the variable's name where none was recorded)."""
+        recorded = json.loads(self.long_names_json)
+        return {v: recorded.get(v, v) for v in self.variables}
+
+    @property
     def grid(self) -> dict[str, Any]:
+        """The grid description (``solvers.Grid.to_dict()``)."""
         return json.loads(self.grid_json)
 
     @property
     def provenance(self) -> dict[str, Any]:
+        """Free-form training provenance (dataset, config, steps, versions)."""
         return json.loads(self.provenance_json)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (``bundle.json`` stores these)."""
         return {
             "model_name": self.model_name,
             "model_kwargs": self.model_kwargs,
@@ -175,18 +204,23 @@ class ForecasterSpec:
             "compute_dtype": self.compute_dtype,
             "provenance": self.provenance,
             "conserved": list(self.conserved),
+            "long_names": json.loads(self.long_names_json),
+            "time_units": self.time_units,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ForecasterSpec:
+        """Inverse of :meth:`to_dict` (missing optional keys take their defaults)."""
         return cls.create(**d)
 
     @property
     def num_points(self) -> tuple[int, ...]:
+        """Points per spatial axis of the training grid."""
         return tuple(self.grid["num_points"])
 
     @property
     def spatial_dims(self) -> int:
+        """Number of spatial axes."""
         return len(self.num_points)
 
 
@@ -253,6 +287,16 @@ class Forecaster:
     def create(
         cls, spec: ForecasterSpec, network: nnx.Module, normalization: Normalization
     ) -> Forecaster:
+        """A forecaster from its spec, an NNX network and the data's normalisation.
+
+        Args:
+            spec: the :class:`ForecasterSpec`.
+            network: the model, ``(B, history * C, *spatial) -> (B, C, *spatial)``.
+            normalization: ``(C,)`` state and one-interval-change means and stds.
+
+        Raises:
+            ValueError: a normalisation field whose shape is not ``(C,)``.
+        """
         graphdef, params = nnx.split(network)
         c = len(spec.variables)
         for f in dataclasses.fields(normalization):
@@ -265,6 +309,7 @@ class Forecaster:
         return cls(spec, graphdef, params, normalization)
 
     def replace(self, **changes) -> Forecaster:
+        """A copy with some of ``spec``, ``graphdef``, ``params``, ``normalization`` replaced."""
         d = {
             "spec": self.spec,
             "graphdef": self.graphdef,
@@ -277,14 +322,17 @@ class Forecaster:
     # ---- stepper metadata -------------------------------------------------------------
     @property
     def dt(self) -> float:
+        """Output interval the model learned (``time_units``)."""
         return self.spec.dt
 
     @property
     def variables(self) -> tuple[str, ...]:
+        """Channel names in state order."""
         return self.spec.variables
 
     @property
     def grid(self):
+        """The training data's :class:`solvers.grid.Grid`."""
         from solvers.grid import Grid
 
         g = self.spec.grid
@@ -297,11 +345,28 @@ class Forecaster:
         )
 
     @property
+    def units(self) -> dict[str, str]:
+        """CF units per variable (those of the training data)."""
+        return self.spec.units
+
+    @property
+    def long_names(self) -> dict[str, str]:
+        """CF long name per variable (those of the training data)."""
+        return self.spec.long_names
+
+    @property
+    def time_units(self) -> str:
+        """CF unit of ``dt``."""
+        return self.spec.time_units
+
+    @property
     def history(self) -> int:
+        """Input frames per forecast."""
         return self.spec.history
 
     @property
     def state_shape(self) -> tuple[int, ...]:
+        """``(len(variables), *grid.num_points)``."""
         return (len(self.variables), *self.spec.num_points)
 
     # ---- the forward map ----------------------------------------------------------------
@@ -378,22 +443,14 @@ class Forecaster:
         Raises:
             ValueError: naming each mismatching item and both values.
         """
-        problems = []
-        if variables is not None and tuple(variables) != self.variables:
-            problems.append(f"variables {tuple(variables)} != trained {self.variables}")
-        if grid is not None:
-            g = grid.to_dict() if hasattr(grid, "to_dict") else dict(grid)
-            mine = self.spec.grid
-            if tuple(g["num_points"]) != tuple(mine["num_points"]):
-                problems.append(
-                    f"grid num_points {tuple(g['num_points'])} != trained {tuple(mine['num_points'])}"
-                )
-            if not np.allclose(g["domain_length"], mine["domain_length"], rtol=1e-9, atol=0):
-                problems.append(
-                    f"grid domain_length {tuple(g['domain_length'])} != trained {tuple(mine['domain_length'])}"
-                )
-        if dt is not None and not math.isclose(float(dt), self.dt, rel_tol=1e-9, abs_tol=0.0):
-            problems.append(f"dt {float(dt)} != trained {self.dt}")
+        from solvers.stepper import mismatches
+
+        target = {
+            "variables": self.variables if variables is None else variables,
+            "grid": self.spec.grid if grid is None else grid,
+            "dt": self.dt if dt is None else dt,
+        }
+        problems = mismatches(target, self, b_label="trained ")
         if problems:
             raise ValueError(f"forecaster does not match {source}: " + "; ".join(problems))
 

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.resolution import at_resolution, spectral_resample
+from solvers.stepper import check_compatible, check_stepper
 
 Array = jax.Array
 PathLike = str | os.PathLike
@@ -1146,20 +1147,11 @@ def default_comparison_grid(grids: Iterable[Sequence[int]]) -> tuple[int, ...]:
 
 
 def _check_compatible(owner: str, name: str, stepper: Any, fine: Any) -> None:
-    problems = []
-    if tuple(stepper.variables) != tuple(fine.variables):
-        problems.append(f"variables {tuple(stepper.variables)} != {tuple(fine.variables)}")
-    if not math.isclose(float(stepper.dt), float(fine.dt), rel_tol=1e-9, abs_tol=0.0):
-        problems.append(f"dt {float(stepper.dt)} != the reference's {float(fine.dt)}")
-    g, f = stepper.grid, fine.grid
-    if len(g.num_points) != len(f.num_points) or not np.allclose(
-        g.domain_length, f.domain_length, rtol=1e-9, atol=0
-    ):
-        problems.append(f"domain {g.domain_length} != {f.domain_length}")
-    if problems:
-        raise ValueError(
-            f"{owner}: stepper {name!r} does not match the reference: " + "; ".join(problems)
-        )
+    """Same variables, ``dt`` and domain as the reference (grids may differ)."""
+    check_stepper(owner, stepper, f"stepper {name!r}")
+    check_compatible(
+        owner, stepper, fine, names=(f"stepper {name!r}", "the reference"), grid="domain"
+    )
 
 
 def _as_precomputed(item: Any) -> Precomputed:

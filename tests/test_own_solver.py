@@ -14,8 +14,8 @@ import datasets
 from solvers import Grid, from_step
 from solvers.base import Solver
 from surrogate.hybrid import CoarseSolverCheck, EveryK, HybridRunner, Threshold
-from surrogate.hybrid import runner as runner_module
-from tests.solvers.test_adapters import GRID, advection, sine_init
+from surrogate.hybrid import chunk as chunk_module
+from tests.helpers import GRID, advection, sine_init
 
 TINY = {"num_trajectories": 2, "num_frames": 3, "trajectories_per_shard": 2, "progress": False}
 
@@ -113,7 +113,10 @@ def test_importable_step_functions_are_rebuilt_by_validation(tmp_path):
 
 
 def test_coarse_solver_check_names_what_a_wrapped_solver_lacks():
-    with pytest.raises(ValueError, match=r"StepSolver: its config\(\) has no 'num_points'"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot build a coarse StepSolver: .*config\(\) has no 'num_points'.*coarse_solver=",
+    ):
         HybridRunner(
             advection(), advection(), Threshold("coarse_check", 1.0), [CoarseSolverCheck()]
         )
@@ -146,9 +149,9 @@ def test_runner_keeps_int_fields_static_and_traces_once():
     # Steps 1 and 3 the surrogate (roll, halve), steps 2 and 4 the solver (roll).
     want = np.roll(np.asarray(x0), 4, axis=-1) * 0.25
     np.testing.assert_array_equal(res.states[:, -1], want)
-    traces = runner_module.TRACE_COUNT["chunk"]
+    traces = chunk_module.TRACE_COUNT["chunk"]
     HybridRunner(make(1.0), make(0.25), EveryK(2), chunk_size=4).run(x0, 4)
-    assert runner_module.TRACE_COUNT["chunk"] == traces  # a new coefficient: no retrace
+    assert chunk_module.TRACE_COUNT["chunk"] == traces  # a new coefficient: no retrace
 
 
 # ---- the whole chain with an exponax stepper -----------------------------------------------

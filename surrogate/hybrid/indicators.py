@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.resolution import spectral_resample
+from solvers.resolution import coarsened, spectral_resample
 from solvers.spectral import rfft_weights
 from surrogate.hybrid.policies import pytree_dataclass
 
@@ -325,47 +325,26 @@ class SpectralTail:
 
 # ---------------------------------------------------------------------------------------
 def coarse_solver_like(solver: Any, factor: int = 2) -> Any:
-    """``type(solver)(**{**solver.config(), "num_points": n // factor})``.
+    """The same solver on a grid ``factor`` times coarser, same internal step.
 
-    The solver must be rebuildable on another grid the way
-    :func:`solvers.resolution.at_resolution` does it: a ``config()`` returning its
-    constructor keyword arguments, among them ``num_points`` (an int or a per-axis tuple,
-    each entry divisible by ``factor``). The project's solvers are; a solver wrapped with
-    :func:`solvers.from_step` or :func:`solvers.from_exponax` is not (its step function
-    is tied to its grid): build its coarse twin yourself and pass it as
-    ``CoarseSolverCheck(coarse_solver=...)``.
+    :func:`solvers.resolution.coarsened`: the solver must be rebuildable on another grid
+    (:class:`solvers.stepper.Rebuildable`: a ``config()`` returning its constructor
+    keyword arguments, among them ``num_points``, each entry divisible by ``factor``).
+    The project's solvers are; a solver wrapped with :func:`solvers.from_step` or
+    :func:`solvers.from_exponax` is not (its step function is tied to its grid): build
+    its coarse twin yourself and pass it as ``CoarseSolverCheck(coarse_solver=...)``.
 
     Raises:
-        ValueError: the solver has no ``config()``, no ``num_points`` keyword in it, its
-            constructor refuses the coarse ``num_points``, or a size is not divisible by
-            ``factor`` (each named, with the fix).
+        ValueError: the solver cannot be rebuilt on the coarse grid (the reason named,
+            with the fix).
     """
-    name = type(solver).__name__
-    fix = (
-        "pass CoarseSolverCheck(coarse_solver=<the same solver on a grid coarser by "
-        f"{factor}>) instead"
-    )
-    config = getattr(solver, "config", None)
-    cfg = dict(config()) if callable(config) else {}
-    if "num_points" not in cfg:
-        raise ValueError(
-            f"coarse_solver_like: cannot build a coarse {name}: its config() has no "
-            "'num_points' (the constructor keyword giving the grid size, which "
-            "type(solver)(**{**solver.config(), 'num_points': n // factor}) needs, as "
-            f"solvers.resolution.at_resolution does); {fix}"
-        )
-    n = cfg["num_points"]
-    sizes = (n,) if isinstance(n, int) else tuple(n)
-    if any(s % factor for s in sizes):
-        raise ValueError(f"coarse_solver_like: num_points {n} is not divisible by factor {factor}")
-    coarse = tuple(s // factor for s in sizes)
-    cfg["num_points"] = coarse[0] if isinstance(n, int) else type(n)(coarse)
     try:
-        return type(solver)(**cfg)
-    except TypeError as e:
+        return coarsened(solver, factor)
+    except (ValueError, TypeError) as e:
         raise ValueError(
-            f"coarse_solver_like: {name}(**config) with num_points={cfg['num_points']!r} "
-            f"failed ({e}); its constructor must take config() as keyword arguments; {fix}"
+            f"coarse_solver_like: cannot build a coarse {type(solver).__name__}: {e}; pass "
+            f"CoarseSolverCheck(coarse_solver=<the same solver on a grid coarser by {factor}>) "
+            "instead"
         ) from e
 
 

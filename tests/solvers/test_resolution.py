@@ -147,3 +147,19 @@ def test_at_resolution_explicit_num_substeps():
         at_resolution(fine, 128, num_substeps=1)
     with pytest.raises(ValueError, match="has not 1 axes"):
         at_resolution(fine, (32, 32))
+
+
+def test_coarsened_is_the_same_solver_with_the_same_internal_step():
+    from solvers import Lorenz96, NavierStokes2D
+    from solvers.resolution import coarsened
+
+    ns = NavierStokes2D(num_points=32, dt=0.25, num_substeps=8)
+    coarse = coarsened(ns, 2)
+    assert coarse.config() == {**ns.config(), "num_points": 16}
+    assert coarsened(ns, 2, num_substeps=None).num_substeps <= 8  # largest stable step
+    with pytest.raises(ValueError, match=r"factor 3 does not divide the num_points \(32, 32\)"):
+        coarsened(ns, 3)
+    with pytest.raises(ValueError, match=r"factor must be an int >= 1, got 0"):
+        coarsened(ns, 0)
+    with pytest.raises(ValueError, match=r"Lorenz96.config\(\) has no 'num_points'"):
+        coarsened(Lorenz96(num_sites=16), 2)

@@ -44,6 +44,18 @@ class Scale:
     def state_shape(self):
         return self.solver.state_shape
 
+    @property
+    def units(self):
+        return self.solver.units
+
+    @property
+    def long_names(self):
+        return self.solver.long_names
+
+    @property
+    def time_units(self):
+        return self.solver.time_units
+
     def __call__(self, state):
         return state * jnp.asarray(self.factor, state.dtype)
 
