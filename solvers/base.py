@@ -302,6 +302,7 @@ def check_int(
 
 
 def check_substeps(owner: str, num_substeps: int) -> int:
+    """``num_substeps`` as an int >= 1 (``ValueError`` naming ``owner`` otherwise)."""
     return check_int(owner, "num_substeps", num_substeps, 1)
 
 

@@ -84,6 +84,7 @@ class ETDRK4Solver(Solver):
 
     # ---- helpers for the nonlinear terms -----------------------------------------------
     def dealias(self, state_hat: Array) -> Array:
+        """Zero the modes outside the 2/3-rule band of a spectral state."""
         return state_hat * self._mask
 
     def conservative_advection_1d(self, state_hat: Array, k: Array) -> Array:

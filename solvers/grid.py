@@ -96,6 +96,7 @@ class Grid:
 
     @property
     def ndim(self) -> int:
+        """Number of spatial axes."""
         return len(self.num_points)
 
     @property
@@ -107,6 +108,7 @@ class Grid:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Points per axis (``num_points``), the spatial part of a state's shape."""
         return self.num_points
 
     def coords(self) -> dict[str, np.ndarray]:

@@ -112,6 +112,7 @@ class KuramotoSivashinsky(ETDRK4Solver):
         )
 
     def config(self) -> dict[str, Any]:
+        """Constructor keywords (rebuilds the solver; recorded in dataset provenance)."""
         return {
             "num_points": self.grid.num_points[0],
             "domain_length": self.domain_length,
@@ -123,9 +124,11 @@ class KuramotoSivashinsky(ETDRK4Solver):
         }
 
     def nonlinear(self, state_hat: Array) -> Array:
+        """``N(u_hat) = -P[(u^2 / 2)_x]`` in spectral space, ``P`` the 2/3-rule truncation."""
         return self.conservative_advection_1d(state_hat, self._k)
 
     def initial_condition(self, key: Array) -> Array:
+        """A random band-limited state ``(1, N)`` drawn from ``key`` (see the class docstring)."""
         k1 = 2 * math.pi / self.domain_length
         u = spectral.gaussian_random_field(
             key,

@@ -105,9 +105,11 @@ class Lorenz96(Solver):
 
     @property
     def num_sites(self) -> int:
+        """Number of sites ``K`` on the ring."""
         return self.grid.num_points[0]
 
     def config(self) -> dict[str, Any]:
+        """Constructor keywords (rebuilds the solver; recorded in dataset provenance)."""
         return {
             "num_sites": self.num_sites,
             "forcing": float(self.forcing),

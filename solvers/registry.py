@@ -46,6 +46,7 @@ def available() -> list[str]:
 
 
 def get_solver_class(name: str) -> type[Solver]:
+    """The registered solver class ``name`` (``KeyError`` listing the available ones)."""
     try:
         return _REGISTRY[name]
     except KeyError:

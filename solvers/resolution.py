@@ -305,6 +305,7 @@ class Resampled:
 
     @property
     def state_shape(self) -> tuple[int, ...]:
+        """``(C, *num_points)`` on the outer grid."""
         return (len(self.variables), *self.num_points)
 
     def __getattr__(self, name: str) -> Any:
@@ -332,6 +333,7 @@ class Resampled:
         return self.stepper.courant_number(self.to_inner(state))
 
     def config(self) -> dict[str, Any]:
+        """The wrapped stepper's config (``Resampled`` itself is rebuilt by its constructor)."""
         inner = self.stepper.config() if hasattr(self.stepper, "config") else {}
         return {"resampled_to": list(self.num_points), **inner}
 

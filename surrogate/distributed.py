@@ -83,6 +83,7 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def check_divisible(batch: int, mesh: Mesh) -> None:
+    """Raise ``ValueError`` unless ``batch`` splits evenly over the mesh's ``data`` axis."""
     n = mesh.shape[DATA_AXIS]
     if batch % n:
         raise ValueError(

@@ -131,10 +131,12 @@ class InvariantDrift:
 
     @property
     def units(self) -> str:
+        """Units of the value: ``"1"`` when relative, else the quantity's own units."""
         return "1" if self.relative else f"units of diagnostic {self.quantity!r}"
 
     @property
     def long_name(self) -> str:
+        """CF long name of the value."""
         kind = "relative drift" if self.relative else "absolute drift"
         return f"{kind} of {self.quantity} since the last solver-verified state"
 
@@ -166,6 +168,7 @@ class InvariantDrift:
         return drift
 
     def config(self) -> dict[str, Any]:
+        """Constructor keywords (rebuilds the indicator; recorded with each run)."""
         return {
             "type": "InvariantDrift",
             "quantity": self.quantity,
@@ -218,6 +221,7 @@ class EnsembleSpread:
             object.__setattr__(self, "key", jax.random.key(self.key))
 
     def bind(self, solver: Any, surrogate: Any) -> EnsembleSpread:
+        """This indicator for the runner's steppers (checks the surrogate can be perturbed)."""
         return dataclasses.replace(self, surrogate=surrogate)
 
     def __call__(self, context: IndicatorContext) -> Array:
@@ -234,6 +238,7 @@ class EnsembleSpread:
         return jnp.sqrt(jnp.mean(rel * rel))
 
     def config(self) -> dict[str, Any]:
+        """Constructor keywords (rebuilds the indicator; recorded with each run)."""
         return {
             "type": "EnsembleSpread",
             "num_members": self.num_members,
@@ -314,6 +319,7 @@ class SpectralTail:
         return jnp.maximum(p, floor) / jnp.maximum(v, floor)
 
     def config(self) -> dict[str, Any]:
+        """Constructor keywords (rebuilds the indicator; recorded with each run)."""
         return {
             "type": "SpectralTail",
             "fraction": self.fraction,
@@ -390,6 +396,7 @@ class CourantNumber:
         return self.solver.courant_number(context.proposal)
 
     def config(self) -> dict[str, Any]:
+        """Constructor keywords (rebuilds the indicator; recorded with each run)."""
         return {"type": "CourantNumber", "name": self.name, "units": self.units}
 
 
@@ -470,6 +477,7 @@ class CoarseSolverCheck:
         return jnp.sqrt(jnp.mean(rel * rel))
 
     def config(self) -> dict[str, Any]:
+        """Constructor keywords (rebuilds the indicator; recorded with each run)."""
         coarse = self.coarse_solver
         return {
             "type": "CoarseSolverCheck",

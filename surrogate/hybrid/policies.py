@@ -137,6 +137,7 @@ class AlwaysSolver(Policy):
     """Run the solver on every step (the surrogate is never evaluated): the reference cost."""
 
     def solver_scheduled(self, step: Array) -> bool:
+        """Every step is scheduled for the solver."""
         return True
 
 
@@ -164,6 +165,7 @@ class EveryK(Policy):
             raise ValueError(f"EveryK: k must be an int >= 1, got {self.k!r}")
 
     def solver_scheduled(self, step: Array) -> bool | Array:
+        """The solver takes the steps ``n`` with ``(n + 1) % k == 0``; the surrogate the others."""
         if self.k == 1:
             return True
         return (jnp.asarray(step) + 1) % self.k == 0
@@ -194,6 +196,7 @@ class Threshold(Policy):
 
     @property
     def thresholds(self) -> dict[str, Any]:
+        """Indicator name -> threshold (in the indicator's units)."""
         return dict(zip(self.indicator_name, self.threshold, strict=True))
 
 
@@ -231,6 +234,7 @@ class BlockPolicy(Policy):
 
     @property
     def thresholds(self) -> dict[str, Any]:
+        """Indicator name -> threshold (in the indicator's units)."""
         return dict(zip(self.indicator_name, self.threshold, strict=True))
 
 
