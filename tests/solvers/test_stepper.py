@@ -28,6 +28,7 @@ from solvers.stepper import (
 )
 from surrogate.forecaster import ForecasterSpec, Normalization
 from surrogate.train import init_forecaster
+from tests.helpers import make_spec
 
 SOLVERS = [
     lambda: KuramotoSivashinsky(num_points=32, domain_length=22.0, dt=0.5, num_substeps=2),
@@ -40,18 +41,10 @@ SOLVERS = [
 
 
 def _forecaster(solver, **spec_kw):
-    spec = ForecasterSpec.create(
-        model_name="fno",
-        model_kwargs={"width": 4, "modes": 2, "num_layers": 1},
-        variables=solver.variables,
-        units=solver.units,
-        grid=solver.grid.to_dict(),
-        dt=solver.dt,
-        **spec_kw,
-    )
+    d = {**make_spec(solver, width=4, modes=2).to_dict(), **spec_kw}
     c = len(solver.variables)
     stats = Normalization(*(jnp.ones(c) if i % 2 else jnp.zeros(c) for i in range(4)))
-    return init_forecaster(spec, stats)
+    return init_forecaster(ForecasterSpec.from_dict(d), stats)
 
 
 @pytest.mark.parametrize("make", SOLVERS)

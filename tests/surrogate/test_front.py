@@ -15,6 +15,7 @@ import pytest
 from solvers import NavierStokes2D, spectral
 from solvers.resolution import at_resolution, spectral_resample
 from surrogate import front as fr
+from tests.helpers import StepperMeta
 
 # float64 arithmetic on hand-made numbers: only round-off of a few operations.
 EXACT = {"rtol": 1e-12, "atol": 1e-12}
@@ -22,39 +23,11 @@ EXACT = {"rtol": 1e-12, "atol": 1e-12}
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class Scale:
+class Scale(StepperMeta):
     """A fake learned stepper: multiplies the state by ``factor`` over each interval."""
 
     solver: Any
     factor: float = 1.0
-
-    @property
-    def dt(self) -> float:
-        return self.solver.dt
-
-    @property
-    def variables(self):
-        return self.solver.variables
-
-    @property
-    def grid(self):
-        return self.solver.grid
-
-    @property
-    def state_shape(self):
-        return self.solver.state_shape
-
-    @property
-    def units(self):
-        return self.solver.units
-
-    @property
-    def long_names(self):
-        return self.solver.long_names
-
-    @property
-    def time_units(self):
-        return self.solver.time_units
 
     def __call__(self, state):
         return state * jnp.asarray(self.factor, state.dtype)
