@@ -69,6 +69,18 @@ def make_spec(solver, *, width=16, modes=8, history=1) -> ForecasterSpec:
     )
 
 
+def spec_for_dataset(info, *, width=8, modes=4, num_layers=1) -> ForecasterSpec:
+    """A small FNO forecaster spec for a dataset (``datasets.dataset_info``)."""
+    return ForecasterSpec.create(
+        model_name="fno",
+        model_kwargs={"width": width, "modes": modes, "num_layers": num_layers},
+        variables=info["variables"],
+        units=info["units"],
+        grid=info["grid"],
+        dt=info["dt"],
+    )
+
+
 def make_setup(num_points=32, num_traj=6, num_frames=24, width=16, modes=8, history=1):
     """A tiny KS dataset, its statistics, and a forecaster spec (deterministic).
 

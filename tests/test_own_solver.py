@@ -15,7 +15,7 @@ from solvers import Grid, from_step
 from solvers.base import Solver
 from surrogate.hybrid import CoarseSolverCheck, EveryK, HybridRunner, Threshold
 from surrogate.hybrid import chunk as chunk_module
-from tests.helpers import GRID, advection, sine_init
+from tests.helpers import GRID, advection, sine_init, spec_for_dataset
 
 TINY = {"num_trajectories": 2, "num_frames": 3, "trajectories_per_shard": 2, "progress": False}
 
@@ -162,7 +162,6 @@ exponax = pytest.importorskip("exponax")
 def test_exponax_solver_generates_trains_evaluates_and_runs_hybrid(tmp_path):
     from solvers import from_exponax
     from surrogate.evaluate import evaluate
-    from surrogate.forecaster import ForecasterSpec
     from surrogate.train import TrainConfig, init_forecaster, train
 
     stepper = exponax.stepper.Advection(1, 1.0, 32, 0.02, velocity=1.0)
@@ -182,14 +181,7 @@ def test_exponax_solver_generates_trains_evaluates_and_runs_hybrid(tmp_path):
     info = datasets.dataset_info(path)
     assert info["dt"] == pytest.approx(0.04) and info["grid"]["num_points"] == [32]
     loader = datasets.WindowLoader(path, "train", batch_size=4)
-    spec = ForecasterSpec.create(
-        model_name="fno",
-        model_kwargs={"width": 8, "modes": 4, "num_layers": 1},
-        variables=info["variables"],
-        units=info["units"],
-        grid=info["grid"],
-        dt=info["dt"],
-    )
+    spec = spec_for_dataset(info)
     cfg = TrainConfig(
         num_steps=3,
         batch_size=4,

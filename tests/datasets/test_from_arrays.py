@@ -12,6 +12,7 @@ import xarray as xr
 import datasets
 from datasets.statistics import compute_statistics, statistics_from_arrays
 from solvers.grid import Grid
+from tests.helpers import spec_for_dataset
 
 GRID_2D = Grid((4, 6), (2.0, 3.0), ("y", "x"), length_units="m")
 TPS = 2  # trajectories per shard: several shards even for the tiny test arrays
@@ -371,7 +372,6 @@ def test_statistics_from_arrays_refuses_bad_input(waves):
 @pytest.mark.integration  # ~15 s on a loaded 2-core CPU, mostly compiling the train step
 def test_training_on_imported_data_lowers_the_loss(tmp_path):
     """A tiny FNO learns the 1D advection of imported closed-form waves."""
-    from surrogate.forecaster import ForecasterSpec
     from surrogate.train import TrainConfig, init_forecaster, train
 
     grid = Grid((16,), (2 * np.pi,), ("x",))
@@ -391,14 +391,7 @@ def test_training_on_imported_data_lowers_the_loss(tmp_path):
     )
     info = datasets.dataset_info(out)
     loader = datasets.WindowLoader(out, "train", batch_size=8)
-    spec = ForecasterSpec.create(
-        model_name="fno",
-        model_kwargs={"width": 8, "modes": 4, "num_layers": 1},
-        variables=info["variables"],
-        units=info["units"],
-        grid=info["grid"],
-        dt=info["dt"],
-    )
+    spec = spec_for_dataset(info)
     cfg = TrainConfig(
         num_steps=40,
         batch_size=8,
