@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets import storage
+from datasets import plumbing, storage
 from datasets.loading import NonFiniteDataError, find_nonfinite
 from datasets.manifest import (
     DEFAULT_SPLITS,
@@ -191,7 +191,7 @@ def _shard_attrs(spec: Mapping[str, Any], layout: Mapping[str, Any], index: int)
             "bytes are reproducible"
         ),
         "comment": "trajectories produced outside this package; see provenance_source",
-        "provenance_source": storage.canonical_json(source),
+        "provenance_source": plumbing.canonical_json(source),
         "precision": layout["precision"],
         "dt": float(layout["dt"]),
         "num_trajectories": int(spec["num_trajectories"]),

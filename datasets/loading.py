@@ -21,12 +21,13 @@ import numpy as np
 from xarray.backends import BackendArray, CachingFileManager
 from xarray.core import indexing
 
-from datasets import storage
+from datasets import plumbing, storage
 from datasets.manifest import (
     MANIFEST_NAME,
     dataset_dir,
     read_manifest,
     shard_rows,
+    stored_ids,
     stored_trajectories,
     trajectory_splits,
 )
@@ -82,8 +83,8 @@ def dataset_identity(path: str | pathlib.Path) -> str:
             files.append([s["file"], s.get("sha256"), st.st_size, st.st_mtime_ns, st.st_ctime_ns])
         except OSError:
             files.append([s["file"], s.get("sha256"), None])
-    manifest_sha = storage.sha256_file(directory / MANIFEST_NAME)
-    text = storage.canonical_json({"manifest_sha256": manifest_sha, "shards": files})
+    manifest_sha = plumbing.sha256_file(directory / MANIFEST_NAME)
+    text = plumbing.canonical_json({"manifest_sha256": manifest_sha, "shards": files})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -281,7 +282,7 @@ def open_dataset(path: str | pathlib.Path, split: str | None = None):
     ]
     counts = [s["stored"] for s in m["shards"]]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    trajectories = np.concatenate([np.asarray(_stored_ids(s), dtype=np.int64) for s in m["shards"]])
+    trajectories = np.concatenate([np.asarray(stored_ids(s), dtype=np.int64) for s in m["shards"]])
     with xr.open_dataset(
         verify_shard(directory, m["shards"][0]), engine="netcdf4", decode_times=False, cache=False
     ) as first:
@@ -331,12 +332,6 @@ def _open_verified(file: str, mode: str = "r", *, sha256, size, recorded_in: str
 
     storage.verify_file(pathlib.Path(file), sha256, size, recorded_in=recorded_in)
     return netCDF4.Dataset(file, mode=mode)
-
-
-def _stored_ids(shard: Mapping[str, Any]) -> list[int]:
-    start, stop = shard["trajectories"]
-    skipped = {s["trajectory"] for s in shard.get("skipped", [])}
-    return [i for i in range(start, stop) if i not in skipped]
 
 
 def load_trajectories(

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from datasets import storage
-from datasets.storage import canonical_json
+from datasets.plumbing import canonical_json
 
 MANIFEST_NAME = "manifest.json"
 STATISTICS_NAME = "statistics.nc"
@@ -192,17 +192,29 @@ def trajectory_splits(splits: Mapping[str, Any], trajectories: Any) -> list[str]
     return out
 
 
+def stored_ids(shard: Mapping[str, Any]) -> list[int]:
+    """Global indices of the trajectories a shard stores, in its row order.
+
+    Args:
+        shard: a shard record of ``manifest["shards"]`` (``trajectories: [start, stop)``
+            and the optional ``skipped`` list of trajectories dropped for NaN/Inf).
+
+    Returns:
+        ``start .. stop - 1`` without the skipped ones: row ``r`` of the shard file holds
+        trajectory ``stored_ids(shard)[r]``.
+    """
+    start, stop = shard["trajectories"]
+    skipped = {s["trajectory"] for s in shard.get("skipped", [])}
+    return [i for i in range(start, stop) if i not in skipped]
+
+
 def stored_trajectories(manifest: Mapping[str, Any], split: str | None = None) -> np.ndarray:
     """Sorted global indices of the trajectories present in finished shards (of a split).
 
     Raises:
         KeyError: unknown split name (the message lists the known ones).
     """
-    present = []
-    for shard in manifest["shards"]:
-        start, stop = shard["trajectories"]
-        skipped = {s["trajectory"] for s in shard.get("skipped", [])}
-        present.extend(i for i in range(start, stop) if i not in skipped)
+    present = [i for shard in manifest["shards"] for i in stored_ids(shard)]
     present = np.asarray(sorted(present), dtype=np.int64)
     if split is None:
         return present
@@ -223,10 +235,7 @@ def shard_rows(
     wanted = set(int(i) for i in trajectories)
     out = []
     for shard in manifest["shards"]:
-        start, stop = shard["trajectories"]
-        skipped = {s["trajectory"] for s in shard.get("skipped", [])}
-        stored = [i for i in range(start, stop) if i not in skipped]
-        rows = [r for r, i in enumerate(stored) if i in wanted]
+        rows = [r for r, i in enumerate(stored_ids(shard)) if i in wanted]
         if rows:
             out.append((shard, np.asarray(rows, dtype=np.int64)))
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from datasets import storage
+from datasets import plumbing, storage
 from datasets.manifest import read_manifest, write_manifest
 from datasets.resume import (
     check_splits_stored,
@@ -146,7 +146,7 @@ def _adopt_finished_shards(out: pathlib.Path, manifest: dict, record_files) -> N
             shard = out / r["file"]
             if not shard.is_file() or shard.stat().st_size != r.get("size"):
                 continue
-            if storage.sha256_file(shard) != r.get("sha256"):
+            if plumbing.sha256_file(shard) != r.get("sha256"):
                 continue
             manifest["shards"].append(r)
             done.add(r["index"])

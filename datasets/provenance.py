@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from datasets.manifest import MANIFEST_NAME
+from datasets.plumbing import distribution_versions, package_version
 from datasets.storage import normalise
 
 log = logging.getLogger("datasets")
@@ -53,28 +54,18 @@ def provenance_config(config: Mapping[str, Any] | None) -> dict[str, Any] | None
     return out
 
 
-def package_version() -> str:
-    """Installed version of this project (``hybrid-surrogates``)."""
-    try:
-        from importlib.metadata import version
-
-        return version("hybrid-surrogates")
-    except Exception:  # noqa: BLE001 - not installed: fall back to the source tree
-        import solvers
-
-        return getattr(solvers, "__version__", "unknown")
-
-
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that produce the shard bytes (recorded, not compared)."""
+    """Versions of the libraries that produce the shard bytes (recorded, not compared).
+
+    Returns:
+        ``{"jax", "numpy", "xarray", "netCDF4"}`` as installed
+        (:func:`datasets.plumbing.distribution_versions`), the C libraries ``netcdf-c``
+        and ``hdf5`` that netCDF4 links, and ``python``, in that order.
+    """
     import netCDF4
-    import xarray
 
     return {
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "xarray": xarray.__version__,
-        "netCDF4": netCDF4.__version__,
+        **distribution_versions(("jax", "numpy", "xarray", "netCDF4")),
         "netcdf-c": netCDF4.__netcdf4libversion__,
         "hdf5": netCDF4.__hdf5libversion__,
         "python": platform.python_version(),

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from datasets import storage
+from datasets import plumbing, storage
 from datasets.manifest import MANIFEST_NAME, split_ranges, trajectory_splits
 from datasets.provenance import stored_num_points
 from datasets.simulate import simulate_batch
@@ -175,7 +175,7 @@ def _shard_attrs(spec: Mapping[str, Any], layout: Mapping[str, Any], index: int)
             "frame 0"
         ),
         "solver": spec["solver"],
-        "solver_config": storage.canonical_json(spec["solver_config"]),
+        "solver_config": plumbing.canonical_json(spec["solver_config"]),
         "precision": layout["precision"],
         "dt": float(layout["dt"]),
         "seed": int(spec["seed"]),
@@ -190,9 +190,9 @@ def _shard_attrs(spec: Mapping[str, Any], layout: Mapping[str, Any], index: int)
             "; each stored frame is the solver state projected onto the stored grid "
             "(see coarse_graining)"
         )
-        attrs["coarse_graining"] = storage.canonical_json(spec["coarse_graining"])
+        attrs["coarse_graining"] = plumbing.canonical_json(spec["coarse_graining"])
     if spec.get("config") is not None:
-        attrs["config"] = storage.canonical_json(spec["config"])
+        attrs["config"] = plumbing.canonical_json(spec["config"])
     return attrs
 
 

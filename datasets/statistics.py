@@ -30,6 +30,7 @@ from datasets.manifest import (
     shard_rows,
     stored_trajectories,
 )
+from datasets.plumbing import atomic_path
 
 
 class StaleStatisticsError(ValueError):
@@ -334,13 +335,8 @@ def write_statistics(
     for name in ds.data_vars:
         ds[name].encoding = {"_FillValue": None}
     final = directory / STATISTICS_NAME
-    tmp = storage.temporary_path(final)
-    try:
-        with storage.naming_write_errors(final, int(ds.nbytes)):
-            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-            storage.commit(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with storage.naming_write_errors(final, int(ds.nbytes)), atomic_path(final) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
 
 
 def load_statistics(path: str | pathlib.Path) -> Statistics:

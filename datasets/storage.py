@@ -1,4 +1,6 @@
-"""File-level plumbing: atomic writes, checksums, the writer lock, and CF netCDF shards.
+"""Dataset files: atomic JSON with named write errors, verified checksums, the writer lock,
+and CF netCDF shards (the generic pieces, atomic writes and sha256, are in
+:mod:`datasets.plumbing`).
 
 Everything here is about bytes on disk and nothing about solvers. A shard is a netCDF4
 (HDF5) file written through xarray holding consecutive trajectories of one dataset:
@@ -24,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import pathlib
@@ -35,9 +36,13 @@ from typing import Any
 
 import numpy as np
 
+# The file plumbing lives in datasets.plumbing. sha256_file is called through this
+# module's name (tests count the reads), temporary_path stays importable from here.
+from datasets.plumbing import TMP_SUFFIX, atomic_path, sha256_file
+from datasets.plumbing import temporary_path as temporary_path
+
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".nc"
-TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -103,43 +108,14 @@ def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}{index:05d}{SHARD_SUFFIX}"
 
 
-def temporary_path(final: pathlib.Path) -> pathlib.Path:
-    """A hidden, process-unique temporary name next to ``final`` (same filesystem)."""
-    return final.with_name(f".{final.name}.{os.getpid()}{TMP_SUFFIX}")
-
-
-def fsync_path(path: pathlib.Path) -> None:
-    """Flush a file's (or a directory's) data and metadata to stable storage."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def commit(tmp: pathlib.Path, final: pathlib.Path, sync_directory: bool = True) -> None:
-    """fsync ``tmp``, rename it over ``final`` atomically, then fsync the directory.
-
-    The file fsync before the rename makes sure the new name never points at unwritten
-    data after a crash; the directory fsync makes the rename itself durable, and may be
-    left to a later commit in the same directory (shards: the next manifest write).
-    """
-    fsync_path(tmp)
-    os.replace(tmp, final)
-    if sync_directory:
-        fsync_path(final.parent)
-
-
 def write_text_atomic(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = temporary_path(path)
-    try:
-        with naming_write_errors(path, len(text)):
-            tmp.write_text(text, encoding="utf-8")
-            commit(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    """Write ``text`` to ``path`` atomically (:func:`datasets.plumbing.atomic_path`).
+
+    The file and its directory are fsynced; a failure is re-raised naming ``path``
+    (:func:`naming_write_errors`), and ``path`` keeps its old contents.
+    """
+    with naming_write_errors(path, len(text)), atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
@@ -168,15 +144,6 @@ def remove_stale_temporaries(directory: pathlib.Path) -> list[pathlib.Path]:
             p.unlink()
             removed.append(p)
     return removed
-
-
-def sha256_file(path: pathlib.Path, block: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # Digests of files this process has hashed, by file identity: a file is re-hashed only
@@ -277,11 +244,6 @@ def writer_lock(directory: pathlib.Path) -> Iterator[pathlib.Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-
-
-def canonical_json(obj: Any) -> str:
-    """Compact, key-sorted JSON: the same value always gives the same string."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def normalise(obj: Any) -> Any:
@@ -461,16 +423,13 @@ def shard_dataset(
 
 def write_shard(ds, final: pathlib.Path) -> tuple[str, int]:
     """Write a shard dataset atomically; return ``(sha256, size_in_bytes)``."""
-    tmp = temporary_path(final)
-    try:
-        with naming_write_errors(final, int(ds.nbytes)):
-            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-            digest, size = sha256_file(tmp), tmp.stat().st_size
-            # The next manifest write syncs the directory.
-            commit(tmp, final, sync_directory=False)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    # The next manifest write syncs the directory.
+    with (
+        naming_write_errors(final, int(ds.nbytes)),
+        atomic_path(final, sync_directory=False) as tmp,
+    ):
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        digest, size = sha256_file(tmp), tmp.stat().st_size
     return digest, size
 
 

@@ -40,6 +40,7 @@ from datasets.manifest import (
     dataset_dir,
     fingerprint,
     read_manifest,
+    stored_ids,
     stored_trajectories,
 )
 
@@ -232,7 +233,7 @@ def validate(
         data = _check_shard(chk, manifest, shard)
         if data is None:
             continue
-        ids = np.asarray(_stored_ids(shard), dtype=np.int64)
+        ids = np.asarray(stored_ids(shard), dtype=np.int64)
         if ids.size == 0:
             continue  # every trajectory of the shard was skipped (recorded in the manifest)
         finite = _check_frames(chk, manifest, shard, ids, data)
@@ -402,12 +403,6 @@ def _check_coarse_graining(chk: _Checker, m: Mapping[str, Any], solver) -> bool:
     return ok
 
 
-def _stored_ids(shard: Mapping[str, Any]) -> list[int]:
-    start, stop = shard["trajectories"]
-    skipped = {s["trajectory"] for s in shard.get("skipped", [])}
-    return [i for i in range(start, stop) if i not in skipped]
-
-
 # ---- one shard: schema + consistency ----------------------------------------------------
 def _check_shard(chk: _Checker, m: Mapping[str, Any], shard: Mapping[str, Any]):
     """Checksum, schema and metadata consistency of one shard; its data if readable."""
@@ -447,7 +442,7 @@ def _check_shard(chk: _Checker, m: Mapping[str, Any], shard: Mapping[str, Any]):
             _consistency(chk, m, shard, name, nc)
             layout = m["layout"]
             expected = (
-                len(_stored_ids(shard)),
+                len(stored_ids(shard)),
                 m["spec"]["num_frames"],
                 *layout["grid"]["num_points"],
             )
@@ -573,7 +568,7 @@ def _consistency(chk: _Checker, m: Mapping[str, Any], shard: Mapping, name: str,
     # Coordinates are written from the same float64 formulas as grid_coords: exact match.
     want_coords = storage.grid_coords(layout["grid"])
     want_coords["time"] = np.arange(spec["num_frames"], dtype=np.float64) * layout["dt"]
-    want_coords["trajectory"] = np.asarray(_stored_ids(shard), dtype=np.int64)
+    want_coords["trajectory"] = np.asarray(stored_ids(shard), dtype=np.int64)
     for c, want in want_coords.items():
         if c not in nc.variables:
             continue

@@ -22,7 +22,6 @@ the old bundle back. The next save also removes stale temporaries of earlier cra
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -56,22 +55,26 @@ def file_checksums(root: Path, *, exclude: tuple[str, ...] = ()) -> dict[str, st
         root: a directory.
         exclude: relative paths to leave out (a checksum file kept inside ``root``).
     """
+    from datasets.plumbing import sha256_file
+
     out = {}
     for p in sorted(Path(root).rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_file() and rel not in exclude:
-            out[rel] = _sha256(p)
+            out[rel] = sha256_file(p)
     return out
 
 
 def checksum_problems(root: Path, recorded: Mapping[str, str]) -> list[str]:
     """Each file of ``recorded`` (relative path -> sha256) missing or changed under ``root``."""
+    from datasets.plumbing import sha256_file
+
     problems = []
     for rel, sha in sorted(recorded.items()):
         p = Path(root) / rel
         if not p.is_file():
             problems.append(f"{p} is missing")
-        elif _sha256(p) != sha:
+        elif sha256_file(p) != sha:
             problems.append(f"{p} does not match its recorded sha256 (corrupted)")
     return problems
 
@@ -104,14 +107,6 @@ def shape_problems(expected: Any, stored: Any) -> list[str]:
         if have[k] != want[k]
     ]
     return problems
-
-
-def _sha256(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _local_checkpointer():
@@ -187,6 +182,8 @@ def save_forecaster(
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
 
+    from datasets.plumbing import canonical_json
+
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_interrupted_swap(path)
@@ -207,7 +204,8 @@ def save_forecaster(
             "normalization": forecaster.normalization.to_dict(),
             "checksums": {f"weights/{k}": v for k, v in file_checksums(tmp / "weights").items()},
         }
-        (tmp / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        # Not atomic by itself: the whole directory is renamed into place below.
+        (tmp / "bundle.json").write_text(canonical_json(meta, indent=2, allow_nan=True))
         if path.exists():
             aside = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:12]}")
             os.rename(path, aside)

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.base import check_int
 from solvers.resolution import at_resolution, spectral_resample
 from solvers.stepper import check_compatible, check_stepper
 
@@ -142,12 +143,6 @@ def _check_stepper_states(owner: str, stepper: Any, states: Any) -> None:
         )
 
 
-def _check_count(owner: str, name: str, value: Any, low: int) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 # Compiled rollouts by (pytree structure, abstract leaves, num_steps): the reference and a
 # rung on its grid, or a second front in one session, share one program. AOT compilation
 # does not fill jit's own cache. Small: each entry holds an executable.
@@ -169,7 +164,7 @@ def compile_rollout(
         for any stepper and states of the same structure, shapes and dtypes.
     """
     _check_stepper_states("compile_rollout", stepper, initial_states)
-    num_steps = _check_count("compile_rollout", "num_steps", num_steps, 1)
+    num_steps = check_int("compile_rollout", "num_steps", num_steps, 1)
     states = jnp.asarray(initial_states)
     leaves, treedef = jax.tree.flatten((stepper, states))
     try:
@@ -214,7 +209,7 @@ def run_stepper(
     Raises:
         ValueError: wrong state shape, ``num_steps`` or ``repeats`` below 1.
     """
-    repeats = _check_count("run_stepper", "repeats", repeats, 1)
+    repeats = check_int("run_stepper", "repeats", repeats, 1)
     program, compile_s = compile_rollout(stepper, initial_states, num_steps)
     states = jnp.asarray(initial_states)
     times = []
@@ -287,9 +282,9 @@ def long_run_frames(
         A :class:`LongRun`.
     """
     _check_stepper_states("long_run_frames", stepper, initial_states)
-    num_steps = _check_count("long_run_frames", "num_steps", num_steps, 2)
+    num_steps = check_int("long_run_frames", "num_steps", num_steps, 2)
     if run is None or run.program is None:
-        chunk = _check_count("long_run_frames", "chunk_steps", chunk_steps, 1)
+        chunk = check_int("long_run_frames", "chunk_steps", chunk_steps, 1)
         program, _ = compile_rollout(stepper, initial_states, chunk)
     else:
         program, chunk = run.program, run.num_steps
@@ -318,8 +313,7 @@ def _flat_states(owner: str, forecast: Any, truth: Any, state_ndim: int) -> tupl
     b = np.asarray(truth, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"{owner}: shapes differ, {a.shape} vs {b.shape}")
-    if not isinstance(state_ndim, int) or not 1 <= state_ndim <= a.ndim:
-        raise ValueError(f"{owner}: state_ndim must be an int in [1, {a.ndim}], got {state_ndim}")
+    state_ndim = check_int(owner, "state_ndim", state_ndim, 1, a.ndim)
     lead = a.shape[: a.ndim - state_ndim]
     return a.reshape(*lead, -1), b.reshape(*lead, -1)
 
@@ -1070,16 +1064,10 @@ class Front:
 
     def write_json(self, path: PathLike) -> Path:
         """Write :meth:`to_json_dict` atomically (temporary file, then ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.to_json_dict(), f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        from datasets.plumbing import atomic_write_text
+
+        text = json.dumps(self.to_json_dict(), indent=1, allow_nan=False) + "\n"
+        return atomic_write_text(path, text, parents=True, sync_directory=False)
 
     def table_markdown(self) -> str:
         """The front as a markdown table (one row per stepper), for the report."""
@@ -1236,12 +1224,8 @@ def run_front(
     x0 = jnp.asarray(initial_states_fine)
     _check_stepper_states(owner, fine_solver, x0)
     batch = int(x0.shape[0])
-    if not isinstance(num_leads, int | np.integer) or num_leads < 1:
-        raise ValueError(f"{owner}: num_leads must be an int >= 1, got {num_leads!r}")
-    if not isinstance(lead, int | np.integer) or not 1 <= lead <= num_leads:
-        raise ValueError(
-            f"{owner}: lead must be an int in [1, num_leads={num_leads}], got {lead!r}"
-        )
+    num_leads = check_int(owner, "num_leads", num_leads, 1)
+    lead = check_int(owner, "lead", lead, 1, num_leads, "at most num_leads")
     if long_rollout_steps != 0 and long_rollout_steps < 2:
         raise ValueError(f"{owner}: long_rollout_steps must be 0 or >= 2, got {long_rollout_steps}")
     if reference_spectrum is None and long_rollout_steps == 0:

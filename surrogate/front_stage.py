@@ -123,11 +123,12 @@ def read_stage_times(run_dir: Path) -> dict[str, float]:
 
 def add_stage_time(run_dir: Path, stage: str, seconds: float) -> dict[str, float]:
     """Add ``seconds`` to ``stage`` in ``run_dir/stage_times.json`` (atomic rewrite)."""
-    from surrogate.pipeline import _atomic_write_text
+    from datasets.plumbing import atomic_write_text
 
     times = read_stage_times(run_dir)
     times[stage] = times.get(stage, 0.0) + float(seconds)
-    _atomic_write_text(Path(run_dir) / STAGE_TIMES, json.dumps(times, indent=2))
+    text = json.dumps(times, indent=2)
+    atomic_write_text(Path(run_dir) / STAGE_TIMES, text, parents=True, sync_directory=False)
     return times
 
 
@@ -226,7 +227,7 @@ def stage_front(
         repeats=int(repeats),
         hybrid=hybrids,
     )
-    from surrogate.pipeline import _atomic_write_text
+    from datasets.plumbing import atomic_write_text
 
     data = front.to_json_dict()
     data["upfront_cost_note"] = (
@@ -234,11 +235,14 @@ def stage_front(
         f"stage_times.json) = {gen_s:.1f} + {times.get('train', 0.0):.1f} s"
     )
     data["wall_s"] = time.perf_counter() - t0
-    _atomic_write_text(run_dir / "front.md", front.table_markdown())
+    atomic_write_text(
+        run_dir / "front.md", front.table_markdown(), parents=True, sync_directory=False
+    )
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
     plot_front(front, run_dir / "figures" / "front.png")
     # front.json marks the stage complete: written last, once.
-    _atomic_write_text(out, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    atomic_write_text(out, text, parents=True, sync_directory=False)
     log.info("front: %s (%.1f s)", headline(data), data["wall_s"])
     return data
 

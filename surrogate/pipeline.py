@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from collections.abc import Mapping
@@ -44,38 +43,41 @@ log = logging.getLogger("surrogate.pipeline")
 
 
 # ---- helpers ---------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    """Write a run-directory file atomically (fsynced; parent directories created)."""
+    from datasets.plumbing import atomic_write_text
+
+    atomic_write_text(path, text, parents=True, sync_directory=False)
+
+
+# The distributions whose versions determine a run's results (``versions.json``).
+VERSIONED_DISTRIBUTIONS = (
+    "hybrid-surrogates",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "xarray",
+    "netCDF4",
+    "numpy",
+)
 
 
 def versions() -> dict[str, str]:
-    """Versions of this package and of the libraries that determine results."""
-    from importlib import metadata
+    """Versions of this package and of the libraries that determine results.
 
-    out = {"python": platform.python_version()}
-    for dist in (
-        "hybrid-surrogates",
-        "jax",
-        "jaxlib",
-        "flax",
-        "optax",
-        "orbax-checkpoint",
-        "xarray",
-        "netCDF4",
-        "numpy",
-    ):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    out["jax_backend"] = jax.default_backend()
-    return out
+    Returns:
+        ``{"python": ..., <each of VERSIONED_DISTRIBUTIONS>: version or "not installed",
+        "jax_backend": "cpu" | "gpu" | ...}``, in that order.
+    """
+    from datasets.plumbing import distribution_versions
+
+    return {
+        "python": platform.python_version(),
+        **distribution_versions(VERSIONED_DISTRIBUTIONS),
+        "jax_backend": jax.default_backend(),
+    }
 
 
 def write_run_metadata(run_dir: Path, resolved_config_yaml: str) -> None:
@@ -83,8 +85,8 @@ def write_run_metadata(run_dir: Path, resolved_config_yaml: str) -> None:
     if not is_primary():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(run_dir / "config.yaml", resolved_config_yaml)
-    _atomic_write_text(run_dir / "versions.json", json.dumps(versions(), indent=2))
+    _write_text(run_dir / "config.yaml", resolved_config_yaml)
+    _write_text(run_dir / "versions.json", json.dumps(versions(), indent=2))
 
 
 # ---- stage: generate -------------------------------------------------------------------
@@ -130,7 +132,7 @@ def stage_validate(data_dir: Path, run_dir: Path, *, num_resimulate: int = 2) ->
         "wall_s": time.perf_counter() - t0,
     }
     if is_primary():
-        _atomic_write_text(out, json.dumps(record, indent=2))
+        _write_text(out, json.dumps(record, indent=2))
     if not report.passed:
         raise RuntimeError(f"dataset {data_dir} failed validation:\n{report}")
     log.info("validate: passed (%.1f s)", record["wall_s"])
@@ -648,7 +650,7 @@ def stage_hybrid(
     plots.plot_long_run_spectra(k, spectra, variables, figures / "hybrid_spectra.png")
     if "sweep" in summary:
         plots.plot_hybrid_tradeoff(summary, variables, figures / "hybrid_tradeoff.png")
-    _atomic_write_text(summary_path, json.dumps(summary, indent=2, default=float))
+    _write_text(summary_path, json.dumps(summary, indent=2, default=float))
     log.info(
         "hybrid: solver fraction %.2f, speed-up %.2fx",
         hybrid_run.solver_fraction,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -145,13 +144,11 @@ def record_stage(run_dir: Path, stage: str, config: Mapping[str, Any]) -> None:
 
 
 def _write(run_dir: Path, records: Mapping[str, Any]) -> None:
-    path = run_dir / RECORDS
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(records, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``run_dir/stages.json`` atomically (key-sorted JSON, fsynced)."""
+    from datasets.plumbing import atomic_write_text, canonical_json
+
+    text = canonical_json(records, indent=1, allow_nan=True)
+    atomic_write_text(run_dir / RECORDS, text, sync_directory=False)
 
 
 def finished(run_dir: Path, stage: str) -> bool:

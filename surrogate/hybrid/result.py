@@ -214,10 +214,8 @@ class HybridResult:
                     r,
                     {"units": self.units[v], "long_name": f"RMSE of {v} against the reference"},
                 )
-        try:
-            from solvers import __version__ as version
-        except ImportError:  # pragma: no cover
-            version = "unknown"
+        from datasets.plumbing import package_version
+
         summary = self.summary()
         attrs = {
             "title": "hybrid solver/surrogate run",
@@ -235,7 +233,7 @@ class HybridResult:
             "runner_config": json.dumps(self.config, default=str),
             "variables": json.dumps(list(self.variables)),
             "grid": json.dumps(self.grid.to_dict() if hasattr(self.grid, "to_dict") else {}),
-            "package_version": version,
+            "package_version": package_version(),
             "created": datetime.datetime.now(datetime.UTC).isoformat(),
         }
         ds = xr.Dataset(data, coords=coords, attrs=attrs)
@@ -245,14 +243,10 @@ class HybridResult:
 
     def to_netcdf(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_xarray` to netCDF atomically (temporary file, then rename)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
+        from datasets.plumbing import atomic_path
+
+        with atomic_path(path, fsync=False, sync_directory=False) as tmp:
             self.to_xarray().to_netcdf(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def from_xarray(cls, ds) -> HybridResult:

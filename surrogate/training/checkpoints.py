@@ -120,14 +120,11 @@ class Checkpoints:
 
     def _write_sidecar(self, manager, step: int) -> None:
         """Write ``sha256.json`` of a committed step atomically (temporary, fsync, rename)."""
+        from datasets.plumbing import atomic_write_text, canonical_json
+
         d = self.step_dir(manager, step)
         record = {"sha256": file_checksums(d, exclude=(self.SIDECAR,))}
-        tmp = d / f".{self.SIDECAR}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / self.SIDECAR)
+        atomic_write_text(d / self.SIDECAR, canonical_json(record, indent=1), sync_directory=False)
 
     def problems(self, manager, step: int) -> list[str]:
         """What is wrong with a step's files (empty: intact, or unverifiable).

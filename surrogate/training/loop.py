@@ -368,9 +368,10 @@ def _write_training_record(run_dir, cfg, start, end, best_step, best_val, change
         "resumed_from_step": start or None,
         **_training_record(cfg, end, best_step, best_val, changes),
     }
-    tmp = run_dir / ".training.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, run_dir / "training.json")
+    from datasets.plumbing import atomic_write_text
+
+    text = json.dumps(record, indent=2)
+    atomic_write_text(run_dir / "training.json", text, fsync=False, sync_directory=False)
 
 
 def _with_training_provenance(f: Forecaster, record: dict, *, params_step: int) -> Forecaster:

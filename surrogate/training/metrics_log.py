@@ -82,9 +82,10 @@ class MetricsLog:
 
     def _rewrite(self) -> None:
         """Write the kept records anew (JSONL atomically, CSV with its header)."""
-        tmp = self.jsonl.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        os.replace(tmp, self.jsonl)
+        from datasets.plumbing import atomic_write_text
+
+        text = "".join(json.dumps(r) + "\n" for r in self.records)
+        atomic_write_text(self.jsonl, text, fsync=False, sync_directory=False)
         with open(self.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
             w.writeheader()
