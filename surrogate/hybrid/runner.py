@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from solvers.base import check_pytree
+from solvers.base import check_int, check_pytree
 from solvers.grid import Grid
 from solvers.rollout import NonFiniteError
 from solvers.stepper import mismatches
@@ -149,8 +149,7 @@ class HybridRunner:
             raise ValueError(
                 f"HybridRunner: dispatch must be one of {DISPATCH_MODES}, got {dispatch!r}"
             )
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"HybridRunner: chunk_size must be an int >= 1, got {chunk_size!r}")
+        check_int("HybridRunner", "chunk_size", chunk_size, 1)
         try:
             blowup = float(blowup_threshold)
         except (TypeError, ValueError):
@@ -268,12 +267,7 @@ class HybridRunner:
             NonFiniteError: non-finite frames and ``check_finite`` (the result is
                 attached as ``error.result``).
         """
-        if (
-            isinstance(num_steps, bool)
-            or not isinstance(num_steps, int | np.integer)
-            or num_steps < 1
-        ):
-            raise ValueError(f"HybridRunner.run: num_steps must be an int >= 1, got {num_steps!r}")
+        check_int("HybridRunner.run", "num_steps", num_steps, 1)
         num_steps = int(num_steps)
         x = jnp.asarray(initial_states)
         shape = (len(self.variables), *_grid_shape(self.grid))

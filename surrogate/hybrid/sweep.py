@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from solvers.base import check_int
 from surrogate.hybrid.result import HybridResult
 
 if TYPE_CHECKING:
@@ -54,8 +55,7 @@ def compare_cost(
     Raises:
         ValueError: ``repeats`` is not an int >= 1.
     """
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"compare_cost: repeats must be an int >= 1, got {repeats!r}")
+    check_int("compare_cost", "repeats", repeats, 1)
     hybrid_runs = [runner.run(initial_states, num_steps, **run_kwargs) for _ in range(repeats)]
     solver_runs = [
         runner.run_solver_only(initial_states, num_steps, **run_kwargs) for _ in range(repeats)
