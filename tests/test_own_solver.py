@@ -135,6 +135,11 @@ class IntFields(eqx.Module):
     variables: tuple
     grid: Grid
 
+    units = property(lambda self: {"u": "1"})
+    long_names = property(lambda self: {"u": "u"})
+    time_units = "1"
+    state_shape = property(lambda self: (1, self.num_points))
+
     def __call__(self, state):
         return jnp.roll(state.reshape(1, self.num_points), 1, axis=-1) * self.coef
 

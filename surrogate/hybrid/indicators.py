@@ -30,6 +30,7 @@ import numpy as np
 
 from solvers.resolution import coarsened, spectral_resample
 from solvers.spectral import rfft_weights
+from solvers.stepper import HasCourantNumber, HasDiagnostics
 from surrogate.hybrid.policies import pytree_dataclass
 
 Array = jax.Array
@@ -146,6 +147,11 @@ class InvariantDrift:
         Raises:
             ValueError: ``quantity`` is not a diagnostics key (the message lists them).
         """
+        if not isinstance(solver, HasDiagnostics):
+            raise TypeError(
+                f"InvariantDrift: {type(solver).__name__} has no diagnostics(state) method "
+                "(solvers.stepper.HasDiagnostics), so no invariant can be tracked"
+            )
         probe = jax.ShapeDtypeStruct(
             (len(solver.variables), *solver.grid.num_points), getattr(solver, "dtype", "float32")
         )
@@ -383,7 +389,7 @@ class CourantNumber:
         Raises:
             TypeError: the solver has no ``courant_number(state)`` method.
         """
-        if not callable(getattr(solver, "courant_number", None)):
+        if not isinstance(solver, HasCourantNumber):
             raise TypeError(
                 f"CourantNumber: {type(solver).__name__} has no courant_number(state) method "
                 "(NavierStokes2D, Burgers and ShallowWater2D provide one)"

@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from solvers.base import check_int, check_pytree
 from solvers.grid import Grid
 from solvers.rollout import NonFiniteError
-from solvers.stepper import mismatches
+from solvers.stepper import STEPPER_ATTRIBUTES, mismatches
 from surrogate.distributed import DATA_AXIS, check_divisible, replicate, shard_batch, to_host
 from surrogate.hybrid.chunk import (
     DISPATCH_MODES,
@@ -128,7 +128,8 @@ class HybridRunner:
         mesh: Mesh | None = None,
     ) -> None:
         for which, s in (("solver", solver), ("surrogate", surrogate)):
-            for attr in ("dt", "variables", "grid"):
+            check_pytree("HybridRunner", s, which)
+            for attr in STEPPER_ATTRIBUTES:
                 try:
                     getattr(s, attr)
                 except AttributeError as e:
@@ -137,7 +138,6 @@ class HybridRunner:
                     ) from None
             if not callable(s):
                 raise TypeError(f"HybridRunner: {which} must be callable (state -> state)")
-            check_pytree("HybridRunner", s, which)
         _grid_shape(_grid_of(solver, "solver"))  # named errors for a missing grid
         _grid_shape(_grid_of(surrogate, "surrogate"))
         problems = mismatches(solver, surrogate, dt_rtol=dt_rtol, b_label="surrogate ")
@@ -378,8 +378,7 @@ class HybridRunner:
             err = (states.astype(np.float64) - ref.astype(np.float64)) ** 2
             err = np.sqrt(err.reshape(batch, num_steps + 1, len(self.variables), -1).mean(-1))
             rmse = {v: err[:, :, i] for i, v in enumerate(self.variables)}
-        units = getattr(self.solver, "units", {}) or {}
-        long_names = getattr(self.solver, "long_names", {}) or {}
+        units, long_names = self.solver.units, self.solver.long_names
         result = HybridResult(
             states=states,
             engine=np.concatenate(engine_out, axis=1),
@@ -400,7 +399,7 @@ class HybridRunner:
             units={v: units.get(v, "1") for v in self.variables},
             long_names={v: long_names.get(v, v) for v in self.variables},
             grid=self.grid,
-            time_units=getattr(self.solver, "time_units", "1"),
+            time_units=self.solver.time_units,
             config=self.config(),
             rmse=rmse,
         )
