@@ -432,7 +432,8 @@ def test_mismatched_steppers_are_refused_with_the_mismatch_named(ks):
         )
     with pytest.raises(ValueError, match="variables"):
         HybridRunner(ks, OtherVariables(ks), AlwaysSurrogate())
-    with pytest.raises(TypeError, match="surrogate has no 'dt'"):
+    # a bare function is no stepper: the message says how to wrap one
+    with pytest.raises(TypeError, match=r"surrogate must be a JAX pytree .*solvers.from_step"):
         HybridRunner(ks, lambda s: s, AlwaysSurrogate())
 
 
