@@ -238,108 +238,160 @@ def verdict(
     return Verdict(answer, (head, *sentences), tuple(warnings))
 
 
-class _Doc:
-    """Accumulates sections once, renders to Markdown and HTML."""
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.blocks: list[tuple[str, Any]] = []
-
-    def h(self, text: str) -> None:
-        self.blocks.append(("h", text))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, header: list[str], rows: list[list[Any]]) -> None:
-        self.blocks.append(("table", (header, [[_fmt(c) for c in r] for r in rows])))
-
-    def img(self, path: str, caption: str) -> None:
-        self.blocks.append(("img", (path, caption)))
-
-    def pre(self, text: str) -> None:
-        self.blocks.append(("pre", text))
-
-    def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
-        for kind, b in self.blocks:
-            if kind == "h":
-                out += [f"## {b}", ""]
-            elif kind == "p":
-                out += [b, ""]
-            elif kind == "pre":
-                out += ["```", b, "```", ""]
-            elif kind == "img":
-                out += [f"![{b[1]}]({b[0]})", f"*{b[1]}*", ""]
-            elif kind == "table":
-                header, rows = b
-                out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                out += ["| " + " | ".join(r) + " |" for r in rows]
-                out += [""]
-        return "\n".join(out)
-
-    def html(self) -> str:
-        e = html.escape
-        body = [f"<h1>{e(self.title)}</h1>"]
-        for kind, b in self.blocks:
-            if kind == "h":
-                body.append(f"<h2>{_inline_html(b)}</h2>")
-            elif kind == "p":
-                body.append(f"<p>{_inline_html(b)}</p>")
-            elif kind == "pre":
-                body.append(f"<pre>{e(b)}</pre>")
-            elif kind == "img":
-                body.append(
-                    f'<figure><img src="{e(b[0])}" alt="{e(b[1])}"><figcaption>{_inline_html(b[1])}</figcaption></figure>'
-                )
-            elif kind == "table":
-                header, rows = b
-                body.append(
-                    "<table><tr>" + "".join(f"<th>{_inline_html(h)}</th>" for h in header) + "</tr>"
-                )
-                body += [
-                    "<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>"
-                    for r in rows
-                ]
-                body.append("</table>")
-        style = (
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-            "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-            "pre{background:#f7f7f7;padding:8px;overflow-x:auto}figcaption{color:#555;font-size:90%}"
-            "code{background:#f3f3f3;padding:0 3px}"
-        )
-        return (
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(self.title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
-        )
+# ---- blocks and their rendering --------------------------------------------------------
+Block = tuple[str, Any]
+"""One piece of the report: ``(kind, payload)``, kind ``"h"``, ``"p"``, ``"pre"``,
+``"img"`` (payload ``(path, caption)``) or ``"table"`` (payload ``(header, rows)``, cells
+already formatted). Sections return lists of blocks; :func:`_markdown` and :func:`_html`
+render the same list."""
 
 
-def _front_section(doc: _Doc, run_dir: Path) -> None:
+def _h(text: str) -> Block:
+    """A section heading (``##``)."""
+    return ("h", text)
+
+
+def _p(text: str) -> Block:
+    """A paragraph; Markdown inline code is rendered as ``<code>`` in HTML."""
+    return ("p", text)
+
+
+def _pre(text: str) -> Block:
+    """A preformatted block (a code fence in Markdown)."""
+    return ("pre", text)
+
+
+def _img(path: str, caption: str) -> Block:
+    """A figure: ``path`` relative to the run directory, and its caption."""
+    return ("img", (path, caption))
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> Block:
+    """A table; every cell is formatted by :func:`_fmt` now, so both renderings agree."""
+    return ("table", (header, [[_fmt(c) for c in r] for r in rows]))
+
+
+def _markdown(title: str, blocks: Sequence[Block]) -> str:
+    """The report as Markdown: ``# title``, then every block followed by a blank line."""
+    out = [f"# {title}", ""]
+    for kind, b in blocks:
+        if kind == "h":
+            out += [f"## {b}", ""]
+        elif kind == "p":
+            out += [b, ""]
+        elif kind == "pre":
+            out += ["```", b, "```", ""]
+        elif kind == "img":
+            out += [f"![{b[1]}]({b[0]})", f"*{b[1]}*", ""]
+        elif kind == "table":
+            header, rows = b
+            out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            out += ["| " + " | ".join(r) + " |" for r in rows]
+            out += [""]
+    return "\n".join(out)
+
+
+def _html(title: str, blocks: Sequence[Block]) -> str:
+    """The report as one self-contained HTML page (inline style, figures linked)."""
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>"]
+    for kind, b in blocks:
+        if kind == "h":
+            body.append(f"<h2>{_inline_html(b)}</h2>")
+        elif kind == "p":
+            body.append(f"<p>{_inline_html(b)}</p>")
+        elif kind == "pre":
+            body.append(f"<pre>{e(b)}</pre>")
+        elif kind == "img":
+            body.append(
+                f'<figure><img src="{e(b[0])}" alt="{e(b[1])}"><figcaption>{_inline_html(b[1])}</figcaption></figure>'
+            )
+        elif kind == "table":
+            header, rows = b
+            body.append(
+                "<table><tr>" + "".join(f"<th>{_inline_html(h)}</th>" for h in header) + "</tr>"
+            )
+            body += [
+                "<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>" for r in rows
+            ]
+            body.append("</table>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "img{max-width:100%}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+        "pre{background:#f7f7f7;padding:8px;overflow-x:auto}figcaption{color:#555;font-size:90%}"
+        "code{background:#f3f3f3;padding:0 3px}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+def _figure_blocks(figures: Path, entries: Sequence[tuple[str, str]]) -> list[Block]:
+    """A figure block for each ``(file name, caption)`` whose file exists in ``figures``."""
+    return [
+        _img(f"figures/{name}", caption) for name, caption in entries if (figures / name).exists()
+    ]
+
+
+# ---- the verdict sections --------------------------------------------------------------
+_VERDICT_HEADING = "Verdict: is the learned stepper worth using here?"
+
+
+def _verdict_section(
+    front: Mapping[str, Any] | None,
+    ev: Any,
+    hy: Mapping[str, Any] | None,
+    figures: Path,
+) -> list[Block]:
+    """The report's opening: from the front stage when it ran, else from the evaluation.
+
+    Args:
+        front: ``front.json`` of the run, or ``None``.
+        ev: the evaluation table (``evaluation.nc``), or ``None``.
+        hy: the hybrid summary (``hybrid/summary.json``), or ``None``.
+        figures: the run's figure directory.
+
+    Returns:
+        The blocks; without either source, a heading and a "not available" paragraph.
+    """
+    if front is not None:
+        return _front_section(front, figures)
+    if ev is not None:
+        return _evaluation_verdict_section(ev, hy)
+    return [
+        _h(_VERDICT_HEADING),
+        _p("Not available: run the `evaluate` stage (or `front`) for the costs and errors."),
+    ]
+
+
+def _front_section(front: Mapping[str, Any], figures: Path) -> list[Block]:
     """The verdict first: speed-up at matched error, lead, error level, break-even."""
-    path = run_dir / "front.json"
-    if not path.exists():
-        return
     from surrogate.front_stage import headline
 
-    front = json.loads(path.read_text())
-    doc.h("Verdict: is the learned stepper worth using here?")
-    doc.p(headline(front) + ".")
+    blocks = [_h(_VERDICT_HEADING), _p(headline(front) + ".")]
     bound = front.get("bound")
     if bound == "upper":
-        doc.p(
-            "Its error is above every solver on the ladder: the figure compares it with the "
-            "cheapest solver, so it is at most this fast at matched error; a cheaper, coarser "
-            "solver could match it."
+        blocks.append(
+            _p(
+                "Its error is above every solver on the ladder: the figure compares it with the "
+                "cheapest solver, so it is at most this fast at matched error; a cheaper, coarser "
+                "solver could match it."
+            )
         )
     elif bound == "lower":
-        doc.p(
-            "Its error is below that of the solvers it could be matched against: the figure is a "
-            "lower bound."
+        blocks.append(
+            _p(
+                "Its error is below that of the solvers it could be matched against: the figure "
+                "is a lower bound."
+            )
         )
     sp = front.get("speedup_at_matched_error")
     if sp is not None and sp < 1:
-        doc.p("Warning: at matched error the solver ladder is faster than the learned stepper.")
+        blocks.append(
+            _p("Warning: at matched error the solver ladder is faster than the learned stepper.")
+        )
     rows = []
     for e in front.get("steppers", []):
         corr_t = e.get("time_to_corr_095")
@@ -359,27 +411,28 @@ def _front_section(doc: _Doc, run_dir: Path) -> None:
                 e.get("speedup_at_matched_error"),
             ]
         )
-    doc.table(
-        [
-            "kind",
-            "stepper",
-            "substeps",
-            "cost [ms / trajectory / time unit]",
-            f"nRMSE at lead {front.get('lead')}",
-            "time to corr < 0.95",
-            "long-run spectrum max rel. error",
-            "enstrophy rel. error",
-            "speed-up at matched error",
-        ],
-        rows,
+    header = [
+        "kind",
+        "stepper",
+        "substeps",
+        "cost [ms / trajectory / time unit]",
+        f"nRMSE at lead {front.get('lead')}",
+        "time to corr < 0.95",
+        "long-run spectrum max rel. error",
+        "enstrophy rel. error",
+        "speed-up at matched error",
+    ]
+    blocks.append(_table(header, rows))
+    blocks.append(
+        _p(
+            f"Batch {front.get('batch_size')}, compile time excluded, same device; errors "
+            f"against the fine reference, both projected onto {front.get('comparison_grid')}. "
+            + str(front.get("upfront_cost_note", ""))
+        )
     )
-    doc.p(
-        f"Batch {front.get('batch_size')}, compile time excluded, same device; errors against "
-        f"the fine reference, both projected onto {front.get('comparison_grid')}. "
-        + str(front.get("upfront_cost_note", ""))
+    return blocks + _figure_blocks(
+        figures, [("front.png", "Cost-accuracy front: solver ladder and learned stepper")]
     )
-    if (run_dir / "figures" / "front.png").exists():
-        doc.img("figures/front.png", "Cost-accuracy front: solver ladder and learned stepper")
 
 
 def _grid_name(points: Sequence[int]) -> str:
@@ -438,15 +491,13 @@ def evaluation_verdict(ev, hybrid_summary: Mapping[str, Any] | None = None) -> V
     )
 
 
-def _evaluation_verdict_section(doc: _Doc, ev, hy: Mapping[str, Any] | None) -> None:
-    """The verdict of runs without a front stage, from ``evaluation.nc``."""
+def _evaluation_verdict_section(ev, hy: Mapping[str, Any] | None) -> list[Block]:
+    """The verdict of runs without a front stage, from ``evaluation.nc``: the answer, the
+    warnings, one sentence per comparison, and a cost and error table per model."""
     v = evaluation_verdict(ev, hy)
-    doc.h("Verdict: is the learned stepper worth using here?")
-    doc.p(v.sentences[0])
-    for w in v.warnings:
-        doc.p(f"Warning: {w}.")
-    for sentence in v.sentences[1:]:
-        doc.p(sentence)
+    blocks = [_h(_VERDICT_HEADING), _p(v.sentences[0])]
+    blocks += [_p(f"Warning: {w}.") for w in v.warnings]
+    blocks += [_p(sentence) for sentence in v.sentences[1:]]
     ref_name, coarse_name = _solver_names(ev)
     learned = str(ev.attrs.get("stepper_model", "surrogate"))
     names = {
@@ -471,251 +522,412 @@ def _evaluation_verdict_section(doc: _Doc, ev, hy: Mapping[str, Any] | None) -> 
                 _beyond(valid, horizon),
             ]
         )
-    doc.table(
-        [
-            "stepper",
-            "cost: rollout wall time [s]",
-            "speed-up over the reference",
-            f"mean nRMSE over lead times 0-{horizon:g}",
-            f"valid time (ACC > {float(ev.attrs.get('acc_threshold', 0.6)):g}), worst variable",
-        ],
-        rows,
+    header = [
+        "stepper",
+        "cost: rollout wall time [s]",
+        "speed-up over the reference",
+        f"mean nRMSE over lead times 0-{horizon:g}",
+        f"valid time (ACC > {float(ev.attrs.get('acc_threshold', 0.6)):g}), worst variable",
+    ]
+    blocks.append(_table(header, rows))
+    blocks.append(
+        _p(
+            f"Costs: rollouts of the same {ev.attrs.get('num_trajectories')} test trajectories "
+            f"over lead times up to {horizon:g} (batch {ev.attrs.get('batch_size')}), compile "
+            "excluded, same device; the reference is the solver re-run from the same initial "
+            "states. Errors against the reference trajectories."
+        )
     )
-    doc.p(
-        f"Costs: rollouts of the same {ev.attrs.get('num_trajectories')} test trajectories over "
-        f"lead times up to {horizon:g} (batch {ev.attrs.get('batch_size')}), compile excluded, "
-        "same device; the reference is the solver re-run from the same initial states. "
-        "Errors against the reference trajectories."
-    )
+    return blocks
 
 
+# ---- the other sections ----------------------------------------------------------------
+def _setup_section(info: Mapping[str, Any], run_dir: Path) -> list[Block]:
+    """One paragraph: solver, grid, output interval, variables and the run directory.
+
+    Args:
+        info: :func:`datasets.dataset_info` of the run's dataset.
+        run_dir: the run directory.
+    """
+    return [
+        _p(
+            f"Solver `{info.get('solver')}` on grid {tuple(info['grid']['num_points'])} "
+            f"(axes {tuple(info['grid']['axes'])}), output interval dt = {info['dt']:g}; "
+            f"variables {', '.join(info['variables'])}. Run directory: {run_dir}."
+        )
+    ]
+
+
+def _dataset_section(
+    info: Mapping[str, Any], data_dir: Path, validation: Mapping[str, Any] | None
+) -> list[Block]:
+    """Trajectories per split, frames, the solver configuration and the validation report.
+
+    Args:
+        info: :func:`datasets.dataset_info` of the run's dataset.
+        data_dir: the dataset directory.
+        validation: ``validation.json`` of the run (needs ``ok``), or ``None``.
+    """
+    counts = info.get("num_trajectories") or {}
+    rows = [
+        [k, v] for k, v in (counts.items() if isinstance(counts, Mapping) else [("all", counts)])
+    ]
+    blocks = [
+        _h("Dataset"),
+        _table(
+            ["split", "trajectories"], rows + [["frames per trajectory", info.get("num_frames")]]
+        ),
+        _p(
+            f"Dataset directory: {data_dir}. Solver configuration: "
+            f"{json.dumps(info.get('solver_config'))}."
+        ),
+    ]
+    if validation is not None:
+        val = validation
+        blocks.append(
+            _p(f"Validation: {'PASSED' if val['ok'] else 'FAILED'} ({val.get('wall_s', 0):.1f} s).")
+        )
+        blocks.append(_pre(val.get("report", "")))
+    return blocks
+
+
+def _training_section(records: Sequence[Mapping[str, Any]], best_step: int | None) -> list[Block]:
+    """Optimizer steps, final loss, the shipped step and the training-curve figure.
+
+    Args:
+        records: the training metrics log (each with ``step``; the last with ``loss``);
+            empty: no section.
+        best_step: the step of the shipped (best validation) model, or ``None``.
+    """
+    if not records:
+        return []
+    last = records[-1]
+    shipped = ""
+    if best_step is not None:
+        shipped = f" The shipped model is the one of step {best_step} (best validation)."
+    return [
+        _h("Training"),
+        _p(
+            f"{last['step']} optimizer steps; final training loss {last['loss']:.3g} (MSE in "
+            "units of the one-step-change std); validation: normalised RMSE of rollouts." + shipped
+        ),
+        _img(
+            "figures/training.png",
+            "Training loss, validation rollout nRMSE and learning rate against step, on "
+            "separate axes; dotted lines: rollout-curriculum switches",
+        ),
+    ]
+
+
+_SKILL_FIGURES = (
+    (
+        "skill.png",
+        "RMSE and anomaly correlation against lead time: surrogate, persistence, coarse solver",
+    ),
+    ("spectra.png", "Power spectra of forecasts and truth at selected lead times"),
+    ("snapshots.png", "Truth / surrogate forecast / error"),
+    ("rollout.gif", "Animation of a surrogate rollout beside the truth"),
+)
+
+
+def _skill_section(ev: Any, figures: Path) -> list[Block]:
+    """RMSE and ACC at the last lead, valid time and wall time per model and variable.
+
+    Args:
+        ev: the evaluation table (``evaluation.nc``), or ``None`` (no section).
+        figures: the run's figure directory (the skill figures that exist are shown).
+    """
+    if ev is None:
+        return []
+    horizon = float(ev["lead_time"].values[-1])
+    header = [
+        "model",
+        "variable",
+        "RMSE (last lead)",
+        "ACC (last lead)",
+        "valid time (ACC > 0.6)",
+        "rollout wall time [s]",
+    ]
+    rows = []
+    for m in ev["model"].values:
+        name = "reference solver (truth)" if str(m) == "truth" else str(m)
+        for v in ev["variable"].values:
+            sel = {"model": m, "variable": v}
+            rows.append(
+                [
+                    name,
+                    str(v),
+                    float(ev["rmse"].sel(sel).isel(lead_time=-1)),
+                    float(ev["acc"].sel(sel).isel(lead_time=-1)),
+                    _beyond(float(ev["valid_time"].sel(sel)), horizon),
+                    float(ev["wall_time"].sel(model=m)),
+                ]
+            )
+    return [
+        _h("Skill against lead time"),
+        _table(header, rows),
+        _p(
+            f'Last lead = {horizon:g}; a valid time "> {horizon:g}" means the ACC never '
+            "dropped below the threshold within the horizon."
+        ),
+        *_figure_blocks(figures, _SKILL_FIGURES),
+    ]
+
+
+_HYBRID_FIGURES = (
+    ("hybrid_tradeoff.png", "Accuracy versus speed-up over the indicator threshold sweep"),
+    ("hybrid_rmse.png", "Error against the pure solver over time"),
+    ("hybrid_engines.png", "Engine used per step and trajectory"),
+    ("hybrid_spectra.png", "Long-run mean spectra"),
+)
+
+
+def _hybrid_row(name: str, s: Mapping[str, Any]) -> list[Any]:
+    """A row of the hybrid table: one run's solver fraction, times, speed-up and errors."""
+    return [
+        name,
+        s.get("solver_fraction"),
+        s.get("wall_time"),
+        s.get("compile_time"),
+        s.get("speedup", 1.0 if name == "pure solver" else None),
+        ", ".join(f"{k}={_fmt(v)}" for k, v in (s.get("short_lead_rmse") or {}).items()) or "0",
+        ", ".join(
+            f"{k}={_fmt(v)}" for k, v in (s.get("long_run_spectrum_max_rel_error") or {}).items()
+        )
+        or "0",
+    ]
+
+
+def _hybrid_section(hy: Mapping[str, Any] | None, figures: Path) -> list[Block]:
+    """Pure solver, pure surrogate, the configured hybrid and the threshold sweep; blow-ups,
+    non-finite members and the out-of-distribution scenarios.
+
+    Args:
+        hy: the hybrid summary (``hybrid/summary.json``), or ``None`` (no section).
+        figures: the run's figure directory (the hybrid figures that exist are shown).
+    """
+    if hy is None:
+        return []
+    lead_t = hy["short_lead_steps"] * hy["dt"]
+    header = [
+        "run",
+        "solver fraction",
+        "wall time [s]",
+        "compile time [s]",
+        "speed-up",
+        f"RMSE at t = {lead_t:g}",
+        "long-run spectrum max rel. error",
+    ]
+    rows = [
+        _hybrid_row("pure solver", hy["solver"]),
+        _hybrid_row("pure surrogate", hy["surrogate"]),
+        _hybrid_row("hybrid (configured)", hy["hybrid"]),
+    ]
+    for r in (hy.get("sweep") or {}).get("rows", []):
+        rows.append(_hybrid_row(f"hybrid, {hy['sweep']['indicator']} <= {r['threshold']:g}", r))
+    blocks = [_h("Hybrid runner"), _table(header, rows)]
+    n = hy["num_trajectories"]
+    blocks.append(
+        _p(
+            f"Horizon {hy['num_steps']} steps of dt = {hy['dt']:g} for {n} test trajectories; "
+            "accuracy against the pure-solver run from the same initial states. Pure surrogate: "
+            + (
+                f"{hy['surrogate']['blown_up_members']} of {n} members blew "
+                f"up (first at t = {_fmt(hy['surrogate'].get('first_blowup_time'))}). "
+                if hy["surrogate"].get("blown_up_members", 0)
+                else f"no member blew up within the horizon (t > {hy['num_steps'] * hy['dt']:g}). "
+            )
+            + "The long-run spectrum error is the largest relative deviation of the mean power "
+            "spectrum over the second half of the run from the solver's, over the resolved "
+            "wavenumbers."
+        )
+    )
+    bad = hy["hybrid"].get("nonfinite_members", 0)
+    if bad:
+        blocks.append(
+            _p(
+                f"The configured hybrid run went non-finite in {bad} members (first at t = "
+                f"{_fmt(hy['hybrid'].get('first_nonfinite_time'))}): the solver failed on a state "
+                "the surrogate handed it. A CourantNumber indicator in the policy rolls such "
+                "steps back."
+            )
+        )
+    blocks += _scenario_blocks(hy)
+    return blocks + _figure_blocks(figures, _HYBRID_FIGURES)
+
+
+def _scenario_blocks(hy: Mapping[str, Any]) -> list[Block]:
+    """One paragraph per out-of-distribution scenario (``scenario_*`` keys of the summary)."""
+    blocks = []
+    for key, val in hy.items():
+        if not key.startswith("scenario_"):
+            continue
+        head = (
+            f"Out-of-distribution scenario {key[9:]} (initial anomalies "
+            f"x{val['amplitude_factor']:g})"
+        )
+        if "skipped" in val:
+            blocks.append(_p(f"{head}: skipped, the solver alone fails there ({val['skipped']})."))
+            continue
+        bad = val["hybrid"].get("nonfinite_members", 0)
+        blocks.append(
+            _p(
+                f"{head}: hybrid used the solver on {100 * val['hybrid']['solver_fraction']:.0f}% "
+                f"of steps (speed-up {_fmt(val['hybrid'].get('speedup'))})"
+                + (f", and went non-finite in {bad} members" if bad else "")
+                + f"; pure surrogate blew up in {val['surrogate_blown_up_members']} members, final "
+                f"RMSE {val['surrogate_final_rmse']}."
+            )
+        )
+    return blocks
+
+
+def _wall_times_section(
+    cumulative: Mapping[str, float],
+    all_timings: Mapping[str, float],
+    timings: Mapping[str, float],
+) -> list[Block]:
+    """Seconds per stage, summed over every invocation and for this one.
+
+    Args:
+        cumulative: stage -> seconds over all runs (``stage_times.json``).
+        all_timings: stage -> seconds of ``timings.json`` (this run's included), the
+            fallback for stages missing from ``cumulative``.
+        timings: stage -> seconds of the invocation writing the report.
+
+    Returns:
+        No blocks when no stage was timed.
+    """
+    stages = list(dict.fromkeys([*cumulative, *all_timings]))
+    if not stages:
+        return []
+    return [
+        _h("Wall times"),
+        _table(
+            ["stage", "wall time over all runs [s]", "this run [s]"],
+            [[k, cumulative.get(k, all_timings.get(k)), timings.get(k)] for k in stages],
+        ),
+        _p(
+            "Over all runs: summed over every invocation in this run directory "
+            "(stage_times.json), so a resumed stage shows its whole cost; this run: the "
+            "invocation that wrote the report (a stage found up to date takes next to nothing)."
+        ),
+    ]
+
+
+def _versions_section(versions: str | None) -> list[Block]:
+    """The package versions the run recorded (``versions.json`` as text), if any."""
+    if versions is None:
+        return []
+    return [_h("Versions"), _pre(versions)]
+
+
+# ---- the report ------------------------------------------------------------------------
 def write_report(
     run_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
     *,
     timings: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write ``report.md`` and ``report.html`` in ``run_dir``; return the HTML path."""
-    import datasets
+    """Write ``report.md`` and ``report.html`` in ``run_dir`` from what the stages left there.
+
+    Sections, in order: the verdict (front stage, else evaluation), the setup, the
+    dataset and its validation, training, skill against lead time, the hybrid runner,
+    wall times and versions; each is left out when its stage did not run.
+
+    Args:
+        run_dir: the run directory (read, and written: ``timings.json``,
+            ``figures/training.png``, the two reports).
+        data_dir: the run's dataset directory.
+        timings: stage -> seconds of this invocation, merged into ``timings.json``.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` holds no dataset.
+    """
+    from datasets.plumbing import atomic_write_text
     from surrogate import plots
-    from surrogate.train import MetricsLog
+    from surrogate.front_stage import read_stage_times
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     figures = run_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    all_timings = _record_timings(run_dir, timings)
+    info = _dataset_info(data_dir)
+    ev = _read_evaluation(run_dir)
+    hy = _read_json(run_dir / "hybrid" / "summary.json")
+    records, schedule, best_step = _read_training(run_dir)
+    if records:
+        plots.plot_training_curves(records, figures / "training.png", rollout_schedule=schedule)
+    versions = run_dir / "versions.json"
+    blocks = [
+        *_verdict_section(_read_json(run_dir / "front.json"), ev, hy, figures),
+        *_setup_section(info, run_dir),
+        *_dataset_section(info, data_dir, _read_json(run_dir / "validation.json")),
+        *_training_section(records, best_step),
+        *_skill_section(ev, figures),
+        *_hybrid_section(hy, figures),
+        *_wall_times_section(read_stage_times(run_dir), all_timings, timings or {}),
+        *_versions_section(versions.read_text() if versions.exists() else None),
+    ]
+    title = f"Run report: {run_dir.name}"
+    atomic_write_text(run_dir / "report.md", _markdown(title, blocks), sync_directory=False)
+    out = run_dir / "report.html"
+    atomic_write_text(out, _html(title, blocks), sync_directory=False)
+    return out
+
+
+def _dataset_info(data_dir: Path) -> dict[str, Any]:
+    """:func:`datasets.dataset_info` (imported here: the report module stays light)."""
+    import datasets
+
+    return datasets.dataset_info(data_dir)
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed JSON file, or ``None`` when it does not exist."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _record_timings(run_dir: Path, timings: Mapping[str, float] | None) -> dict[str, float]:
+    """Merge ``timings`` into ``run_dir/timings.json`` (rewritten) and return the merge."""
+    from datasets.plumbing import atomic_write_text
+
     timing_path = run_dir / "timings.json"
     all_timings = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     all_timings.update(timings or {})
-    timing_path.write_text(json.dumps(all_timings, indent=2))
+    atomic_write_text(timing_path, json.dumps(all_timings, indent=2), sync_directory=False)
+    return all_timings
 
-    info = datasets.dataset_info(data_dir)
-    doc = _Doc(f"Run report: {run_dir.name}")
-    ev_path = run_dir / "evaluation.nc"
-    ev = None
-    if ev_path.exists():
-        from surrogate.evaluate import load_evaluation
 
-        ev = load_evaluation(ev_path)
-    hy_path = run_dir / "hybrid" / "summary.json"
-    hy = json.loads(hy_path.read_text()) if hy_path.exists() else None
-    if (run_dir / "front.json").exists():
-        _front_section(doc, run_dir)
-    elif ev is not None:
-        _evaluation_verdict_section(doc, ev, hy)
-    else:
-        doc.h("Verdict: is the learned stepper worth using here?")
-        doc.p("Not available: run the `evaluate` stage (or `front`) for the costs and errors.")
-    doc.p(
-        f"Solver `{info.get('solver')}` on grid {tuple(info['grid']['num_points'])} "
-        f"(axes {tuple(info['grid']['axes'])}), output interval dt = {info['dt']:g}; "
-        f"variables {', '.join(info['variables'])}. Run directory: {run_dir}."
-    )
+def _read_evaluation(run_dir: Path) -> Any:
+    """``run_dir/evaluation.nc`` loaded into memory, or ``None``."""
+    path = run_dir / "evaluation.nc"
+    if not path.exists():
+        return None
+    from surrogate.evaluate import load_evaluation
 
-    doc.h("Dataset")
-    counts = info.get("num_trajectories") or {}
-    rows = [
-        [k, v] for k, v in (counts.items() if isinstance(counts, Mapping) else [("all", counts)])
-    ]
-    doc.table(["split", "trajectories"], rows + [["frames per trajectory", info.get("num_frames")]])
-    doc.p(
-        f"Dataset directory: {data_dir}. Solver configuration: {json.dumps(info.get('solver_config'))}."
-    )
-    val_path = run_dir / "validation.json"
-    if val_path.exists():
-        val = json.loads(val_path.read_text())
-        doc.p(f"Validation: {'PASSED' if val['ok'] else 'FAILED'} ({val.get('wall_s', 0):.1f} s).")
-        doc.pre(val.get("report", ""))
+    return load_evaluation(path)
+
+
+def _read_training(run_dir: Path) -> tuple[list[dict[str, Any]], Any, int | None]:
+    """The training log, its rollout schedule and the shipped step, from ``run_dir/train``.
+
+    Returns:
+        ``(records, rollout_schedule, best_step)``; the last two are ``None`` when missing
+        (and are only read when there are records).
+    """
+    from surrogate.train import MetricsLog
 
     records = MetricsLog.read(run_dir / "train")
+    schedule = best_step = None
     if records:
-        doc.h("Training")
-        schedule = None
         config_path = run_dir / "train" / "train_config.json"
         if config_path.exists():  # absolute switch steps, as training used them
             schedule = json.loads(config_path.read_text()).get("rollout_schedule")
-        plots.plot_training_curves(records, figures / "training.png", rollout_schedule=schedule)
-        last = records[-1]
-        shipped = ""
         meta_path = run_dir / "train" / "training.json"
         if meta_path.exists():
             best_step = json.loads(meta_path.read_text()).get("best_step")
-            if best_step is not None:
-                shipped = f" The shipped model is the one of step {best_step} (best validation)."
-        doc.p(
-            f"{last['step']} optimizer steps; final training loss {last['loss']:.3g} (MSE in units "
-            "of the one-step-change std); validation: normalised RMSE of rollouts." + shipped
-        )
-        doc.img(
-            "figures/training.png",
-            "Training loss, validation rollout nRMSE and learning rate against step, on "
-            "separate axes; dotted lines: rollout-curriculum switches",
-        )
-
-    if ev is not None:
-        doc.h("Skill against lead time")
-        horizon = float(ev["lead_time"].values[-1])
-        header = [
-            "model",
-            "variable",
-            "RMSE (last lead)",
-            "ACC (last lead)",
-            "valid time (ACC > 0.6)",
-            "rollout wall time [s]",
-        ]
-        rows = []
-        for m in ev["model"].values:
-            name = "reference solver (truth)" if str(m) == "truth" else str(m)
-            for v in ev["variable"].values:
-                sel = {"model": m, "variable": v}
-                rows.append(
-                    [
-                        name,
-                        str(v),
-                        float(ev["rmse"].sel(sel).isel(lead_time=-1)),
-                        float(ev["acc"].sel(sel).isel(lead_time=-1)),
-                        _beyond(float(ev["valid_time"].sel(sel)), horizon),
-                        float(ev["wall_time"].sel(model=m)),
-                    ]
-                )
-        doc.table(header, rows)
-        doc.p(
-            f'Last lead = {horizon:g}; a valid time "> {horizon:g}" means the ACC never '
-            "dropped below the threshold within the horizon."
-        )
-        for name, caption in (
-            (
-                "skill.png",
-                "RMSE and anomaly correlation against lead time: surrogate, persistence, coarse solver",
-            ),
-            ("spectra.png", "Power spectra of forecasts and truth at selected lead times"),
-            ("snapshots.png", "Truth / surrogate forecast / error"),
-            ("rollout.gif", "Animation of a surrogate rollout beside the truth"),
-        ):
-            if (figures / name).exists():
-                doc.img(f"figures/{name}", caption)
-
-    if hy is not None:
-        doc.h("Hybrid runner")
-        lead_t = hy["short_lead_steps"] * hy["dt"]
-
-        def row(name, s):
-            return [
-                name,
-                s.get("solver_fraction"),
-                s.get("wall_time"),
-                s.get("compile_time"),
-                s.get("speedup", 1.0 if name == "pure solver" else None),
-                ", ".join(f"{k}={_fmt(v)}" for k, v in (s.get("short_lead_rmse") or {}).items())
-                or "0",
-                ", ".join(
-                    f"{k}={_fmt(v)}"
-                    for k, v in (s.get("long_run_spectrum_max_rel_error") or {}).items()
-                )
-                or "0",
-            ]
-
-        header = [
-            "run",
-            "solver fraction",
-            "wall time [s]",
-            "compile time [s]",
-            "speed-up",
-            f"RMSE at t = {lead_t:g}",
-            "long-run spectrum max rel. error",
-        ]
-        rows = [
-            row("pure solver", hy["solver"]),
-            row("pure surrogate", hy["surrogate"]),
-            row("hybrid (configured)", hy["hybrid"]),
-        ]
-        for r in (hy.get("sweep") or {}).get("rows", []):
-            rows.append(row(f"hybrid, {hy['sweep']['indicator']} <= {r['threshold']:g}", r))
-        doc.table(header, rows)
-        doc.p(
-            f"Horizon {hy['num_steps']} steps of dt = {hy['dt']:g} for {hy['num_trajectories']} test trajectories; "
-            "accuracy against the pure-solver run from the same initial states. Pure surrogate: "
-            + (
-                f"{hy['surrogate']['blown_up_members']} of {hy['num_trajectories']} members blew "
-                f"up (first at t = {_fmt(hy['surrogate'].get('first_blowup_time'))}). "
-                if hy["surrogate"].get("blown_up_members", 0)
-                else f"no member blew up within the horizon (t > {hy['num_steps'] * hy['dt']:g}). "
-            )
-            + "The long-run spectrum error is the "
-            "largest relative deviation of the mean power spectrum over the second half of the run from the "
-            "solver's, over the resolved wavenumbers."
-        )
-        bad = hy["hybrid"].get("nonfinite_members", 0)
-        if bad:
-            doc.p(
-                f"The configured hybrid run went non-finite in {bad} members (first at t = "
-                f"{_fmt(hy['hybrid'].get('first_nonfinite_time'))}): the solver failed on a state the "
-                "surrogate handed it. A CourantNumber indicator in the policy rolls such steps back."
-            )
-        for key, val in hy.items():
-            if not key.startswith("scenario_"):
-                continue
-            head = f"Out-of-distribution scenario {key[9:]} (initial anomalies x{val['amplitude_factor']:g})"
-            if "skipped" in val:
-                doc.p(f"{head}: skipped, the solver alone fails there ({val['skipped']}).")
-                continue
-            bad = val["hybrid"].get("nonfinite_members", 0)
-            doc.p(
-                f"{head}: hybrid used the solver on {100 * val['hybrid']['solver_fraction']:.0f}% of "
-                f"steps (speed-up {_fmt(val['hybrid'].get('speedup'))})"
-                + (f", and went non-finite in {bad} members" if bad else "")
-                + f"; pure surrogate blew up in {val['surrogate_blown_up_members']} members, final "
-                f"RMSE {val['surrogate_final_rmse']}."
-            )
-        for name, caption in (
-            ("hybrid_tradeoff.png", "Accuracy versus speed-up over the indicator threshold sweep"),
-            ("hybrid_rmse.png", "Error against the pure solver over time"),
-            ("hybrid_engines.png", "Engine used per step and trajectory"),
-            ("hybrid_spectra.png", "Long-run mean spectra"),
-        ):
-            if (figures / name).exists():
-                doc.img(f"figures/{name}", caption)
-
-    from surrogate.front_stage import read_stage_times
-
-    cumulative = read_stage_times(run_dir)
-    stages = list(dict.fromkeys([*cumulative, *all_timings]))
-    if stages:
-        doc.h("Wall times")
-        doc.table(
-            ["stage", "wall time over all runs [s]", "this run [s]"],
-            [[k, cumulative.get(k, all_timings.get(k)), (timings or {}).get(k)] for k in stages],
-        )
-        doc.p(
-            "Over all runs: summed over every invocation in this run directory "
-            "(stage_times.json), so a resumed stage shows its whole cost; this run: the "
-            "invocation that wrote the report (a stage found up to date takes next to nothing)."
-        )
-    versions = run_dir / "versions.json"
-    if versions.exists():
-        doc.h("Versions")
-        doc.pre(versions.read_text())
-
-    (run_dir / "report.md").write_text(doc.markdown())
-    out = run_dir / "report.html"
-    out.write_text(doc.html())
-    return out
+    return records, schedule, best_step

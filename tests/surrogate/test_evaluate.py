@@ -13,8 +13,11 @@ import xarray as xr
 from solvers import AdvectionDiffusion, KuramotoSivashinsky
 from surrogate import plots
 from surrogate.evaluate import (
+    EvaluationScores,
+    check_evaluation_inputs,
     coarse_solver_for,
     evaluate,
+    evaluation_dataset,
     load_evaluation,
     rollout_batch,
     save_evaluation,
@@ -155,7 +158,7 @@ def test_netcdf_round_trip(perfect, tmp_path):
         assert list(back[name].values) == list(perfect[name].values)
     np.testing.assert_array_equal(back["lead_time"].values, perfect["lead_time"].values)
     assert back.attrs["description_surrogate"] == perfect.attrs["description_surrogate"]
-    assert not list(tmp_path.glob("eval/*.tmp"))
+    assert not list(tmp_path.glob("eval/.*.tmp")) and not list(tmp_path.glob("eval/*.tmp"))
 
 
 def test_dataset_input_and_statistics(ks, ks_truth):
@@ -366,3 +369,89 @@ def test_per_trajectory_scores_and_ids_are_stored(ks, ks_truth, tmp_path):
     )
     with pytest.raises(ValueError, match="trajectory_ids must be 5 integers"):
         evaluate(ks, ks_truth, baselines=(), trajectory_ids=[1, 2])
+
+
+# ---- the three pieces of evaluate --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"truth": "one frame"}, r"truth needs N >= 1 trajectories and T >= 2 frames"),
+        ({"trajectory_ids": [0.0, 1.0, 2.0, 3.0, 4.0]}, r"trajectory_ids must be 5 integers"),
+        ({"batch_size": 0}, r"batch_size must be an int >= 1, got 0"),
+        ({"acc_threshold": float("nan")}, r"acc_threshold must be a finite number"),
+        ({"blowup_threshold": -1.0}, r"blowup_threshold must be > 0, got -1.0"),
+        ({"long_rollout_steps": 0}, r"long_rollout_steps must be None or an int >= 1"),
+        ({"lead_times": np.arange(20.0)}, r"lead_times must have shape \(T,\) = \(21,\)"),
+        ({"spectrum_lead_indices": [21]}, r"spectrum_lead_indices must be frame indices in"),
+        ({"baselines": ("climatology",)}, r"unknown baselines \['climatology'\]"),
+        ({"model_name": "truth"}, r"model_name 'truth' is reserved"),
+        ({"statistics": object()}, r"statistics has no 'climatology'"),
+    ],
+)
+def test_the_input_check_names_each_bad_argument(ks, ks_truth, kwargs, message):
+    kwargs = dict(kwargs)
+    truth = ks_truth[:, :1] if kwargs.pop("truth", None) else ks_truth
+    with pytest.raises(ValueError, match="^evaluate: " + message):
+        check_evaluation_inputs(ks, truth, **kwargs)
+
+
+def test_the_input_check_normalises_the_settings(ks, ks_truth):
+    every_other = ks_truth[:, ::2]  # frames 2 dt apart
+    s = check_evaluation_inputs(ks, every_other, lead_times=np.arange(11) * 2.0, batch_size=64)
+    assert s.steps_per_frame == 2 and s.batch_size == NUM_TRAJ  # clipped to N
+    assert s.model_names == ["truth", "surrogate", "persistence"]
+    assert s.skipped_baselines == ("coarse_solver (no solver given)",)
+    assert s.coarse_solver is None and s.spectrum_indices == (1, 6, 10)
+    np.testing.assert_array_equal(s.trajectory_ids, np.arange(NUM_TRAJ))
+    assert s.climatology_source.startswith("truth (in-sample")
+    with_solver = check_evaluation_inputs(ks, ks_truth, solver=ks, model_name="net")
+    assert with_solver.model_names == ["truth", "net", "persistence", "coarse_solver"]
+    assert with_solver.models["coarse_solver"][1] is with_solver.coarse_solver
+    assert tuple(with_solver.coarse_solver.grid.num_points) == (16,)
+    assert with_solver.skipped_baselines == ()
+
+
+def test_the_table_is_laid_out_from_the_scores_alone():
+    from solvers import ShallowWater2D
+
+    # three variables, so a swapped variable and lead-time axis cannot go unnoticed
+    solver = ShallowWater2D(num_points=8, dt=0.1, num_substeps=1, initial_max_mode=2)
+    rng = np.random.default_rng(0)
+    n, t, c = 2, 4, 3
+    truth = rng.standard_normal((n, t, c, 8, 8)).astype(np.float32)
+    s = check_evaluation_inputs(
+        solver, truth, baselines=("persistence",), long_rollout_steps=3, trajectory_ids=[9, 4]
+    )
+    m, k, lsel = 3, 5, len(s.spectrum_indices)
+    scores = EvaluationScores(
+        rmse=rng.random((m, t, c)),
+        rmse_per_trajectory=rng.random((m, n, t, c)),
+        acc=rng.random((m, t, c)),
+        acc_per_trajectory=rng.random((m, n, t, c)),
+        valid_time=rng.random((m, c)),
+        wavenumbers=np.arange(k, dtype=np.float64),
+        spectrum=rng.random((m, lsel, c, k)),
+        wall_time=rng.random(m),
+        blowup_time=np.array([np.nan, 0.2, np.inf]),
+        blowup_fraction=np.array([np.nan, 0.5, 0.0]),
+    )
+    ds = evaluation_dataset(s, scores)
+    for i, model in enumerate(s.model_names):
+        for j, v in enumerate(solver.variables):
+            sel = {"model": model, "variable": v}
+            np.testing.assert_array_equal(ds["rmse"].sel(sel), scores.rmse[i, :, j])
+            np.testing.assert_array_equal(ds["acc"].sel(sel), scores.acc[i, :, j])
+            np.testing.assert_array_equal(ds["valid_time"].sel(sel), scores.valid_time[i, j])
+            np.testing.assert_array_equal(ds["spectrum"].sel(sel), scores.spectrum[i, :, j])
+            row = ds["rmse_per_trajectory"].sel(sel | {"trajectory": 4})  # the second one
+            np.testing.assert_array_equal(row, scores.rmse_per_trajectory[i, 1, :, j])
+            # the same division, so equal bit for bit
+            np.testing.assert_array_equal(
+                ds["nrmse"].sel(sel), scores.rmse[i, :, j] / s.state_std[j]
+            )
+    np.testing.assert_array_equal(ds["lead_time_sel"], s.lead_times[list(s.spectrum_indices)])
+    np.testing.assert_array_equal(ds["blowup_fraction"], scores.blowup_fraction)
+    assert "invariant_drift" not in ds and "invariant" not in ds.coords  # no solver
+    assert ds.attrs["num_trajectories"] == n and ds.attrs["skipped_baselines"] == ""
+    assert "3-step rollout" in ds["blowup_time"].attrs["long_name"]
+    xr.testing.assert_identical(evaluation_dataset(s, scores), ds)  # pure: same table again

@@ -201,6 +201,84 @@ def test_report_draws_training_with_the_curriculum(dataset, tmp_path):
     assert "rollout-curriculum switches" in (run / "report.md").read_text()
 
 
+# ---- the sections ----------------------------------------------------------------------
+def test_sections_of_stages_that_did_not_run_are_left_out(tmp_path):
+    from surrogate import report
+
+    for blocks in (
+        report._training_section([], None),
+        report._skill_section(None, tmp_path),
+        report._hybrid_section(None, tmp_path),
+        report._wall_times_section({}, {}, {}),
+        report._versions_section(None),
+    ):
+        assert blocks == []
+    blocks = report._verdict_section(None, None, None, tmp_path)
+    assert [kind for kind, _ in blocks] == ["h", "p"]
+    assert blocks[1][1].startswith("Not available: run the `evaluate` stage")
+
+
+def test_hybrid_section_reports_failures_sweeps_and_scenarios(tmp_path):
+    from surrogate import report
+
+    hy = {
+        "num_steps": 8,
+        "num_trajectories": 4,
+        "dt": 0.5,
+        "short_lead_steps": 2,
+        "solver": {"solver_fraction": 1.0, "wall_time": 2.0},
+        "surrogate": {"solver_fraction": 0.0, "blown_up_members": 3, "first_blowup_time": 2.5},
+        "hybrid": {
+            "solver_fraction": 0.25,
+            "speedup": 2.0,
+            "nonfinite_members": 1,
+            "first_nonfinite_time": 3.0,
+            "short_lead_rmse": {"u": 0.125},
+        },
+        "sweep": {"indicator": "drift", "rows": [{"threshold": 0.1, "solver_fraction": 0.5}]},
+        "scenario_amplitude_x3": {"amplitude_factor": 3.0, "skipped": "the solver blew up"},
+        "scenario_amplitude_x2": {
+            "amplitude_factor": 2.0,
+            "hybrid": {"solver_fraction": 0.5, "speedup": 1.5, "nonfinite_members": 2},
+            "surrogate_blown_up_members": 1,
+            "surrogate_final_rmse": 0.75,
+        },
+    }
+    (tmp_path / "hybrid_rmse.png").write_bytes(b"png")  # the only figure present
+    blocks = report._hybrid_section(hy, tmp_path)
+    md = report._markdown("t", blocks)
+    assert "| RMSE at t = 1 |" in md  # short_lead_steps * dt
+    assert "| pure solver | 1 | 2 | - | 1 | 0 | 0 |" in md  # the solver is the unit speed-up
+    assert "| hybrid (configured) | 0.25 | - | - | 2 | u=0.125 | 0 |" in md
+    assert "| hybrid, drift <= 0.1 | 0.5 | - | - | - | 0 | 0 |" in md
+    assert "Pure surrogate: 3 of 4 members blew up (first at t = 2.5)." in md
+    assert "went non-finite in 1 members (first at t = 3)" in md
+    assert (
+        "Out-of-distribution scenario amplitude_x3 (initial anomalies x3): skipped, the solver "
+        "alone fails there (the solver blew up)." in md
+    )
+    assert (
+        "Out-of-distribution scenario amplitude_x2 (initial anomalies x2): hybrid used the "
+        "solver on 50% of steps (speed-up 1.5), and went non-finite in 2 members; pure "
+        "surrogate blew up in 1 members, final RMSE 0.75." in md
+    )
+    assert [b for kind, b in blocks if kind == "img"] == [
+        ("figures/hybrid_rmse.png", "Error against the pure solver over time")
+    ]
+
+
+def test_wall_times_prefer_the_cumulative_record():
+    from surrogate import report
+
+    blocks = report._wall_times_section(
+        {"train": 50.0}, {"generate": 2.0, "train": 9.0}, {"generate": 0.5}
+    )
+    _, (header, rows) = blocks[1]
+    assert header[0] == "stage"
+    # stages of stage_times.json first; timings.json fills in the others
+    assert rows == [["train", "50", "-"], ["generate", "2", "0.5"]]
+
+
 # ---- figures ---------------------------------------------------------------------------
 def test_training_curves_on_separate_axes_with_curriculum_switches():
     records = [{"step": s, "loss": 1.0 / s, "lr": 1e-3, "rollout_k": 1} for s in range(1, 40)]
