@@ -113,13 +113,15 @@ def test_nonlinear_term_of_a_two_mode_flow(x64):
     )
 
 
-def test_nonlinear_term_uses_one_batched_inverse_and_one_forward_fft():
+def test_nonlinear_term_uses_four_inverse_and_one_forward_fft():
+    # One inverse transform per field: under vmap XLA:CPU runs a stacked (4, ...) batch of
+    # transforms 1.6-1.9x slower (benchmarks/solvers.py, ns128 at batch 8 and 32).
     solver = NavierStokes2D(16, forcing_wavenumber=2)
     w_hat = solver.to_spectral(solver.initial_condition(jax.random.key(0)))
     ffts = _fft_equations(jax.make_jaxpr(solver.nonlinear)(w_hat).jaxpr)
-    assert len(ffts) == 2, ffts
-    assert ffts[0].invars[0].aval.shape == (4, 16, 9)  # (u, v, w_x, w_y) in one call
-    assert ffts[1].invars[0].aval.shape == (1, 16, 16)  # the product
+    assert len(ffts) == 5, ffts
+    assert [f.invars[0].aval.shape for f in ffts[:4]] == [(1, 16, 9)] * 4  # u, v, w_x, w_y
+    assert ffts[4].invars[0].aval.shape == (1, 16, 16)  # the product
 
 
 @pytest.mark.parametrize(
