@@ -322,18 +322,20 @@ class ShallowWater2D(ETDRK4Solver):
     def nonlinear(self, state_hat: Array) -> Array:
         """Explicit tendency ``N`` (all but the hyperviscosity), spectral ``(3, n_y, n_x//2+1)``.
 
-        One batched inverse FFT of ``(h, u, v, zeta)`` and one batched forward FFT of the
-        quadratic products ``((f + zeta) v, -(f + zeta) u, K, h u, h v)``, inputs and
-        output truncated by the 2/3 rule.
+        Inverse FFTs of ``(h, u, v, zeta)`` and forward FFTs of the quadratic products
+        ``((f + zeta) v, -(f + zeta) u, K, h u, h v)``, inputs and output truncated by the
+        2/3 rule.
         """
         s_hat = self.dealias(state_hat)
         ikx, iky = 1j * self._kx, 1j * self._ky
         h_hat, u_hat, v_hat = s_hat[0], s_hat[1], s_hat[2]
         zeta_hat = ikx * v_hat - iky * u_hat
-        h, u, v, zeta = self.from_spectral(jnp.stack([h_hat, u_hat, v_hat, zeta_hat]))
+        # One transform per field rather than one of a stacked array: bit-identical, and
+        # under vmap XLA:CPU runs the stacked batch 1.1-1.4x slower (batch 4-32, 64^2).
+        h, u, v, zeta = (self.from_spectral(f) for f in (h_hat, u_hat, v_hat, zeta_hat))
         q_abs = self.coriolis_parameter().astype(h.dtype) + zeta
-        products = jnp.stack([q_abs * v, -q_abs * u, 0.5 * (u * u + v * v), h * u, h * v])
-        p_hat = self.to_spectral(products)
+        products = (q_abs * v, -q_abs * u, 0.5 * (u * u + v * v), h * u, h * v)
+        p_hat = [self.to_spectral(p) for p in products]
         bernoulli_hat = self.gravity * h_hat + p_hat[2]
         tendency = jnp.stack(
             [
