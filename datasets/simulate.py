@@ -132,7 +132,8 @@ def regenerate_trajectories(
 
     Raises:
         IndexError: an index out of range.
-        ValueError: the ``coarse_graining`` record names an unknown filter or is malformed.
+        ValueError: the ``coarse_graining`` record names an unknown filter or is malformed,
+            ``indices`` is empty, or ``batch_size`` is not an int >= 1.
     """
     manifest = dataset if isinstance(dataset, Mapping) else read_manifest(dataset)
     spec = manifest["spec"]
@@ -143,7 +144,12 @@ def regenerate_trajectories(
             raise IndexError(f"trajectory index must be in [0, {n}), got {i}")
     if not indices:
         raise ValueError("indices is empty")
-    batch = len(indices) if batch_size is None else int(batch_size)
+    if batch_size is None:
+        batch = len(indices)
+    else:
+        from solvers.base import check_int
+
+        batch = check_int("regenerate_trajectories", "batch_size", batch_size, 1)
     key = jax.random.key(spec["seed"])
     store = stored_num_points(spec)
     out = []

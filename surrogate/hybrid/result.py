@@ -250,7 +250,32 @@ class HybridResult:
 
     @classmethod
     def from_xarray(cls, ds) -> HybridResult:
-        """Rebuild a result from :meth:`to_xarray` output (e.g. a reopened netCDF file)."""
+        """Rebuild a result from :meth:`to_xarray` output (e.g. a reopened netCDF file).
+
+        Raises:
+            ValueError: the dataset lacks an attribute or variable that :meth:`to_xarray`
+                writes (each missing one named, with the file when known).
+        """
+        source = ds.encoding.get("source", "the dataset")
+        needed_attrs = (
+            "variables",
+            "grid",
+            "runner_config",
+            "wall_time",
+            "compile_time",
+            "dt",
+            "t0",
+        )
+        missing = [f"attribute {a!r}" for a in needed_attrs if a not in ds.attrs]
+        if not missing:
+            names = json.loads(ds.attrs["variables"])
+            needed = (*names, "time", "engine", "tripped", "chunk_wall_time")
+            missing = [f"variable {v!r}" for v in needed if v not in ds.variables]
+        if missing:
+            raise ValueError(
+                f"HybridResult.from_xarray: {source} is not a hybrid run written by "
+                f"HybridResult.to_netcdf: it lacks {', '.join(missing)}"
+            )
         variables = tuple(json.loads(ds.attrs["variables"]))
         g = json.loads(ds.attrs["grid"])
         grid = Grid(
@@ -302,7 +327,9 @@ class HybridResult:
         import xarray as xr
 
         with xr.open_dataset(path) as ds:
-            return cls.from_xarray(ds.load())
+            loaded = ds.load()
+            loaded.encoding["source"] = str(path)
+            return cls.from_xarray(loaded)
 
 
 __all__ = ["HybridResult"]

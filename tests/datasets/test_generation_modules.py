@@ -78,3 +78,11 @@ def test_from_arrays_compression_level_names_its_range(tmp_path):
             dt=0.5,
             compression_level=10,
         )
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, True])
+def test_regenerate_trajectories_names_a_bad_batch_size(ks_dataset, bad):
+    with pytest.raises(
+        ValueError, match=r"regenerate_trajectories: batch_size must be an int >= 1"
+    ):
+        simulate.regenerate_trajectories(ks_dataset, [0], batch_size=bad)

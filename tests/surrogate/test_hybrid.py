@@ -287,6 +287,16 @@ def test_result_round_trips_through_netcdf(ks, ks_states, ks_traj, tmp_path):
     np.testing.assert_array_equal(back.chunk_wall_time, res.chunk_wall_time)
     assert back.grid == res.grid and back.variables == res.variables and back.dt == res.dt
     assert back.config["policy"] == {"type": "EveryK", "k": 3}
+    # a file that is not a hybrid run is named, with what it lacks
+    with xr.open_dataset(path) as ds:
+        broken = ds.load().drop_vars("engine")
+    del broken.attrs["dt"]
+    broken.to_netcdf(tmp_path / "broken.nc")
+    with pytest.raises(ValueError, match=r"broken.nc is not a hybrid run .*lacks attribute 'dt'"):
+        HybridResult.from_netcdf(tmp_path / "broken.nc")
+    broken.attrs["dt"] = 1.0
+    with pytest.raises(ValueError, match=r"lacks variable 'engine'"):
+        HybridResult.from_xarray(broken)
 
 
 def test_block_policy_rolls_back_a_bad_block(advection, advection_states):
