@@ -201,9 +201,10 @@ def atomic_write_text(
         OSError: the write, the fsync or the rename failed; ``path`` is unchanged.
         UnicodeEncodeError: ``text`` cannot be encoded; ``path`` is unchanged.
     """
-    with atomic_path(path, fsync=fsync, sync_directory=sync_directory, parents=parents) as tmp:
-        tmp.write_text(text, encoding=encoding)
-    return pathlib.Path(path)
+    data = text.encode(encoding)
+    return atomic_write_bytes(
+        path, data, fsync=fsync, sync_directory=sync_directory, parents=parents
+    )
 
 
 # ---- digests and canonical JSON ----------------------------------------------------------

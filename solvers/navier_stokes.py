@@ -312,8 +312,8 @@ class NavierStokes2D(ETDRK4Solver):
         """
         # The mask is folded into the operators: they see only the kept modes. One inverse
         # transform per field, not one of the stacked (4, ...) array: under vmap, XLA:CPU
-        # runs the stacked batch of transforms 1.6x (batch 8) to 1.9x (batch 32) slower,
-        # for bit-identical results (benchmarks/solvers.py, ns128).
+        # ran the stacked batch of transforms 1.9x slower at batch 32, for bit-identical
+        # results (python benchmarks/solvers.py --cases ns128 --precisions float32).
         u, v, w_x, w_y = (self.from_spectral(op * state_hat) for op in self._advection_ops)
         advection_hat = self.to_spectral(u * w_x + v * w_y)
         return self._forcing_hat - self.dealias(advection_hat)

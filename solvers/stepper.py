@@ -111,6 +111,11 @@ def check_stepper(owner: str, obj: Any, name: str = "stepper") -> None:
         )
 
 
+def _get(obj: Any, key: str) -> Any:
+    """``obj[key]`` for a mapping, else ``obj.key``."""
+    return obj[key] if isinstance(obj, Mapping) else getattr(obj, key)
+
+
 def _grid_dict(grid: Any) -> dict[str, Any]:
     return grid.to_dict() if hasattr(grid, "to_dict") else dict(grid)
 
@@ -143,15 +148,13 @@ def mismatches(
     """
     if grid not in ("points", "domain", "none"):
         raise ValueError(f"mismatches: grid must be 'points', 'domain' or 'none', got {grid!r}")
-    get = (lambda o, k: o[k]) if isinstance(a, Mapping) else getattr  # noqa: E731
-    got = (lambda o, k: o[k]) if isinstance(b, Mapping) else getattr  # noqa: E731
     problems = []
-    if variables and tuple(get(a, "variables")) != tuple(got(b, "variables")):
+    if variables and tuple(_get(a, "variables")) != tuple(_get(b, "variables")):
         problems.append(
-            f"variables {tuple(get(a, 'variables'))} != {b_label}{tuple(got(b, 'variables'))}"
+            f"variables {tuple(_get(a, 'variables'))} != {b_label}{tuple(_get(b, 'variables'))}"
         )
     if grid != "none":
-        ga, gb = _grid_dict(get(a, "grid")), _grid_dict(got(b, "grid"))
+        ga, gb = _grid_dict(_get(a, "grid")), _grid_dict(_get(b, "grid"))
         pa, pb = tuple(ga["num_points"]), tuple(gb["num_points"])
         if grid == "points" and pa != pb:
             problems.append(f"grid num_points {pa} != {b_label}{pb}")
@@ -159,7 +162,7 @@ def mismatches(
         if len(la) != len(lb) or not np.allclose(la, lb, rtol=RTOL, atol=0):
             problems.append(f"grid domain_length {la} != {b_label}{lb}")
     if dt:
-        da, db = float(get(a, "dt")), float(got(b, "dt"))
+        da, db = float(_get(a, "dt")), float(_get(b, "dt"))
         if not math.isclose(da, db, rel_tol=dt_rtol, abs_tol=0.0):
             problems.append(f"dt {da} != {b_label}{db}")
     return problems

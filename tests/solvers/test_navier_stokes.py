@@ -114,8 +114,8 @@ def test_nonlinear_term_of_a_two_mode_flow(x64):
 
 
 def test_nonlinear_term_uses_four_inverse_and_one_forward_fft():
-    # One inverse transform per field: under vmap XLA:CPU runs a stacked (4, ...) batch of
-    # transforms 1.6-1.9x slower (benchmarks/solvers.py, ns128 at batch 8 and 32).
+    # One inverse transform per field: under vmap XLA:CPU ran a stacked (4, ...) batch of
+    # transforms 1.9x slower (benchmarks/solvers.py, ns128 at batch 32).
     solver = NavierStokes2D(16, forcing_wavenumber=2)
     w_hat = solver.to_spectral(solver.initial_condition(jax.random.key(0)))
     ffts = _fft_equations(jax.make_jaxpr(solver.nonlinear)(w_hat).jaxpr)
