@@ -49,6 +49,7 @@ import numpy as np
 from datasets import storage
 from datasets.manifest import DEFAULT_SPLITS, check_splits, read_manifest, write_manifest
 from datasets.multihost import generate_multiprocess
+from datasets.plumbing import DATA_AXIS
 from datasets.provenance import (
     RUNTIME_KEYS,
     check_solver,
@@ -126,7 +127,7 @@ def _device_mesh(num_devices: int) -> jax.sharding.Mesh | None:
     if num_devices <= 1:
         return None
     devs = np.asarray(jax.local_devices()[:num_devices], dtype=object)
-    return jax.sharding.Mesh(devs, ("data",))
+    return jax.sharding.Mesh(devs, (DATA_AXIS,))
 
 
 def _resolve_workers(num_workers: int | str) -> int:

@@ -13,6 +13,9 @@ One home for the small pieces every writer needs, so that each exists once:
 - the installed versions of this project and of libraries (:func:`package_version`,
   :func:`distribution_versions`), for provenance records.
 
+- the one data-parallel pattern (:func:`map_rows`): a function run by every device of a
+  one-axis mesh (:data:`DATA_AXIS`) on its rows of the batch.
+
 Nothing here knows about solvers, datasets or networks; ``solvers`` does not import it.
 """
 
@@ -291,3 +294,33 @@ def package_version() -> str:
         import solvers
 
         return getattr(solvers, "__version__", "unknown")
+
+
+#: The one mesh axis of data parallelism: batch rows are split over it.
+DATA_AXIS = "data"
+
+
+def map_rows(fn: Any, mesh: Any, in_specs: Any, out_specs: Any) -> Any:
+    """``fn`` run by every device of ``mesh`` on its rows of the batch, or ``fn`` itself.
+
+    ``jax.shard_map`` over :data:`DATA_AXIS` rather than sharding annotations: with
+    annotations alone XLA's partitioner all-gathers the batch before every FFT, so every
+    device computed the whole batch (measured in data generation and in AFNO's train
+    step). Specs are pytrees of ``PartitionSpec`` matching the arguments and results:
+    ``P("data")`` splits the leading axis, ``P()`` replicates (steppers, parameters, keys).
+    ``check_vma`` is off: a body either has no collective or reduces with one explicit
+    ``pmean`` whose replicated result its out spec states.
+
+    Args:
+        fn: the per-device function.
+        mesh: a mesh with axis :data:`DATA_AXIS`, or ``None`` (one device: ``fn`` unchanged).
+        in_specs, out_specs: as for ``jax.shard_map``.
+
+    Returns:
+        A function with ``fn``'s signature.
+    """
+    if mesh is None:
+        return fn
+    import jax
+
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)

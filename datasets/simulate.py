@@ -19,8 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from datasets.manifest import read_manifest
+from datasets.plumbing import DATA_AXIS, map_rows
 from datasets.provenance import rebuild_solver, stored_num_points
 
 
@@ -96,17 +98,8 @@ def simulate_batch(
     def rows(solver, key, idx):
         return jax.vmap(one, in_axes=(None, None, 0))(solver, key, idx)
 
-    if mesh is None:
-        return rows(solver, key, indices)
-    from jax.sharding import PartitionSpec as P
-
-    return jax.shard_map(
-        rows,
-        mesh=mesh,
-        in_specs=(P(), P(), P("data")),
-        out_specs=(P("data"), P("data")),
-        check_vma=False,
-    )(solver, key, indices)
+    rows_spec = P(DATA_AXIS)
+    return map_rows(rows, mesh, (P(), P(), rows_spec), (rows_spec, rows_spec))(solver, key, indices)
 
 
 def regenerate_trajectories(

@@ -28,6 +28,7 @@ from _setup import parse
 
 import datasets
 import solvers
+from solvers.pytree import register_fields
 from surrogate.hybrid import EveryK, HybridRunner
 
 NUM_POINTS, LENGTH = 64, 2 * math.pi
@@ -79,7 +80,7 @@ class Damped:
         return getattr(self.solver, name)
 
 
-jax.tree_util.register_pytree_node(Damped, lambda d: ((d.solver,), None), lambda _, c: Damped(*c))
+register_fields(Damped, data_fields=("solver",))
 
 
 def main(argv=None) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 
 from solvers.base import Solver, check_positive, check_substeps, resolve_precision
 from solvers.grid import Grid
+from solvers.pytree import register_fields
 
 Array = jax.Array
 
@@ -420,7 +421,6 @@ def from_step(
 _AXES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
 
 
-@jax.tree_util.register_pytree_node_class
 class _ExponaxIC:
     """``key -> generator(num_points, key=key)``: an exponax random IC generator as init_fn."""
 
@@ -430,12 +430,8 @@ class _ExponaxIC:
     def __call__(self, key: Array) -> Array:
         return self.generator(self.num_points, key=key)
 
-    def tree_flatten(self):
-        return (self.generator,), self.num_points
 
-    @classmethod
-    def tree_unflatten(cls, num_points, children):
-        return cls(children[0], num_points)
+register_fields(_ExponaxIC, ("generator",), ("num_points",))
 
 
 def from_exponax(

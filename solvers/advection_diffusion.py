@@ -11,7 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers import spectral
-from solvers.base import check_nonnegative, check_positive, check_substeps, resolve_precision
+from solvers.base import (
+    check_nonnegative,
+    check_positive,
+    check_substeps,
+    complex_dtype,
+    resolve_precision,
+)
 from solvers.etdrk4 import ETDRK4Solver
 from solvers.grid import Grid
 
@@ -160,9 +166,9 @@ class AdvectionDiffusion(ETDRK4Solver):
         )
         # Complex even when the velocity is zero, so the pytree's dtypes (hence the
         # trace) do not depend on the velocity's value.
-        complex_dtype = jnp.result_type(self.dtype, jnp.complex64)
+        spectral_dtype = complex_dtype(self.dtype)
         self._set(
-            _coefficients=jax.tree.map(lambda a: a.astype(complex_dtype), self._coefficients),
+            _coefficients=jax.tree.map(lambda a: a.astype(spectral_dtype), self._coefficients),
             velocity=tuple(float(a) for a in vel),
             diffusivity=float(diffusivity),
             initial_mean=float(initial_mean),

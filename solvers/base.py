@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.grid import Grid
+from solvers.pytree import register_fields
 
 Array = jax.Array
 
@@ -38,6 +39,23 @@ def resolve_precision(precision: str) -> jnp.dtype:
             "jax.config.update('jax_enable_x64', True) before building the solver"
         )
     return jnp.dtype(precision)
+
+
+def promoted_dtype(*dtypes: Any) -> jnp.dtype:
+    """The dtype JAX's standard promotion gives ``dtypes``, whatever the promotion mode.
+
+    Dtype arithmetic (which complex type goes with a precision, which float type an FFT
+    runs in) is not an implicit promotion of arrays, so it stays valid under
+    ``jax_numpy_dtype_promotion="strict"``; array operations then cast explicitly.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.dtype(jnp.result_type(*dtypes))
+
+
+def complex_dtype(real_dtype: Any) -> jnp.dtype:
+    """The complex dtype of the same precision (``float32 -> complex64``, ``float64 ->
+    complex128``); the spectral state of a real field of ``real_dtype``."""
+    return promoted_dtype(real_dtype, jnp.complex64)
 
 
 class Solver:
@@ -110,31 +128,7 @@ class Solver:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        jax.tree_util.register_pytree_with_keys(
-            cls, cls._flatten_with_keys, cls._unflatten, cls._flatten
-        )
-
-    # ---- pytree plumbing -------------------------------------------------------------
-    def _flatten(self):
-        children = tuple(getattr(self, n) for n in self._dynamic_fields)
-        aux = tuple(getattr(self, n) for n in self._static_fields)
-        return children, aux
-
-    def _flatten_with_keys(self):
-        children = tuple(
-            (jax.tree_util.GetAttrKey(n), getattr(self, n)) for n in self._dynamic_fields
-        )
-        aux = tuple(getattr(self, n) for n in self._static_fields)
-        return children, aux
-
-    @classmethod
-    def _unflatten(cls, aux, children):
-        obj = object.__new__(cls)
-        for n, v in zip(cls._static_fields, aux, strict=True):
-            object.__setattr__(obj, n, v)
-        for n, v in zip(cls._dynamic_fields, children, strict=True):
-            object.__setattr__(obj, n, v)
-        return obj
+        register_fields(cls, cls._dynamic_fields, cls._static_fields)
 
     def _set(self, **values: Any) -> None:
         for n, v in values.items():

@@ -85,7 +85,7 @@ class ETDRK4Solver(Solver):
     # ---- helpers for the nonlinear terms -----------------------------------------------
     def dealias(self, state_hat: Array) -> Array:
         """Zero the modes outside the 2/3-rule band of a spectral state."""
-        return state_hat * self._mask
+        return state_hat * self._mask.astype(state_hat.dtype)
 
     def conservative_advection_1d(self, state_hat: Array, k: Array) -> Array:
         """``-(u^2 / 2)_x`` in spectral space, with ``u`` and the product dealiased (2/3 rule).
@@ -95,4 +95,5 @@ class ETDRK4Solver(Solver):
             k: first-derivative wavenumbers (Nyquist zeroed), broadcastable to it.
         """
         u = self.from_spectral(self.dealias(state_hat))
-        return -0.5j * k * self.dealias(self.to_spectral(u * u))
+        product_hat = self.dealias(self.to_spectral(u * u))
+        return -0.5j * k.astype(product_hat.dtype) * product_hat

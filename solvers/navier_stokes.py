@@ -16,6 +16,7 @@ from solvers.base import (
     check_positive,
     check_stability,
     check_substeps,
+    complex_dtype,
     resolve_precision,
 )
 from solvers.etdrk4 import ETDRK4Solver
@@ -175,7 +176,7 @@ class NavierStokes2D(ETDRK4Solver):
                 "or drag > 0; without dissipation the energy grows without bound"
             )
         dtype = resolve_precision(precision)
-        complex_dtype = jnp.result_type(dtype, jnp.complex64)
+        spectral_dtype = complex_dtype(dtype)
         grid = Grid((int(ny), int(nx)), (float(ly), float(lx)), ("y", "x"))
 
         self._set(
@@ -239,9 +240,9 @@ class NavierStokes2D(ETDRK4Solver):
         weight = np.broadcast_to(spectral.rfft_weights(grid.num_points), shell.shape)
         num_shells = int(shell.max()) + 1
         self._set(
-            _forcing_hat=jnp.asarray(forcing_hat, complex_dtype),
-            _advection_ops=jnp.asarray(field_ops * mask, complex_dtype),
-            _field_ops=jnp.asarray(field_ops, complex_dtype),
+            _forcing_hat=jnp.asarray(forcing_hat, spectral_dtype),
+            _advection_ops=jnp.asarray(field_ops * mask, spectral_dtype),
+            _field_ops=jnp.asarray(field_ops, spectral_dtype),
             _shell_index=jnp.asarray(shell),
             _shell_weight=jnp.asarray(weight / (2.0 * (ny * nx) ** 2), dtype),
             _shell_wavenumbers=jnp.asarray(dk * np.arange(num_shells), dtype),

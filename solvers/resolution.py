@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.pytree import register_fields
+
 Array = jax.Array
 
 
@@ -341,16 +343,7 @@ class Resampled:
         return f"Resampled({self.stepper!r}, num_points={self.num_points})"
 
 
-def _unflatten_resampled(num_points, children) -> Resampled:
-    obj = object.__new__(Resampled)
-    object.__setattr__(obj, "stepper", children[0])
-    object.__setattr__(obj, "num_points", num_points)
-    return obj
-
-
-jax.tree_util.register_pytree_node(
-    Resampled, lambda r: ((r.stepper,), r.num_points), _unflatten_resampled
-)
+register_fields(Resampled, ("stepper",), ("num_points",))
 
 
 __all__ = ["Resampled", "at_resolution", "coarsen", "refine", "spectral_resample"]

@@ -327,7 +327,7 @@ class ShallowWater2D(ETDRK4Solver):
         2/3 rule.
         """
         s_hat = self.dealias(state_hat)
-        ikx, iky = 1j * self._kx, 1j * self._ky
+        ikx, iky = (1j * k.astype(s_hat.dtype) for k in (self._kx, self._ky))
         h_hat, u_hat, v_hat = s_hat[0], s_hat[1], s_hat[2]
         zeta_hat = ikx * v_hat - iky * u_hat
         # One transform per field rather than one of a stacked array: bit-identical, and
@@ -366,7 +366,8 @@ class ShallowWater2D(ETDRK4Solver):
         eta = self.initial_amplitude * eta
         if self.initial_velocity == "geostrophic":
             eta_hat = self.to_spectral(eta)
-            grad = self.from_spectral(1j * jnp.stack([self._ky * eta_hat, self._kx * eta_hat]))
+            ky, kx = (k.astype(eta_hat.dtype) for k in (self._ky, self._kx))
+            grad = self.from_spectral(1j * jnp.stack([ky * eta_hat, kx * eta_hat]))
             scale = self.gravity / self.coriolis
             u, v = -scale * grad[0], scale * grad[1]
         else:
@@ -377,7 +378,8 @@ class ShallowWater2D(ETDRK4Solver):
         """Relative vorticity ``zeta = d_x v - d_y u`` (1 / time), ``(n_y, n_x)``."""
         self._check_state(state)
         s_hat = self.to_spectral(state)
-        return self.from_spectral(1j * self._kx * s_hat[2] - 1j * self._ky * s_hat[1]).astype(
+        kx, ky = (k.astype(s_hat.dtype) for k in (self._kx, self._ky))
+        return self.from_spectral(1j * kx * s_hat[2] - 1j * ky * s_hat[1]).astype(
             state.dtype
         )
 

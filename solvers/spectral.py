@@ -7,12 +7,14 @@ holds the non-negative wavenumbers only.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from solvers.base import complex_dtype
+from solvers.pytree import pytree_dataclass
 
 Array = jax.Array
 
@@ -140,8 +142,7 @@ def irfft(u_hat: Array, num_points: Sequence[int]) -> Array:
     return jnp.fft.irfftn(u_hat, s=tuple(num_points), axes=spatial_axes(len(num_points)))
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass(data_fields="all")
 class ETDRK4Coefficients:
     """Precomputed ETDRK4 coefficients for a diagonal linear operator (Cox-Matthews form).
 
@@ -188,9 +189,9 @@ def etdrk4_coefficients(
     arrays = [np.exp(hl), np.exp(hl / 2), q, f1, f2, f3]
     real = bool(np.all(lin.imag == 0))
     real_dtype = jnp.dtype(dtype)
-    complex_dtype = jnp.result_type(real_dtype, jnp.complex64)
+    spectral_dtype = complex_dtype(real_dtype)
     cast = [
-        jnp.asarray(a.real, real_dtype) if real else jnp.asarray(a, complex_dtype) for a in arrays
+        jnp.asarray(a.real, real_dtype) if real else jnp.asarray(a, spectral_dtype) for a in arrays
     ]
     return ETDRK4Coefficients(*cast)
 
@@ -208,7 +209,9 @@ def etdrk4_step(
     Returns:
         The spectral state one step later.
     """
-    c = coefficients
+    # Real coefficients (dissipative problems) meet a complex state: cast them explicitly,
+    # as standard promotion would, so the step is valid under strict dtype promotion.
+    c = jax.tree.map(lambda a: a.astype(v.dtype), coefficients)
     nv = nonlinear(v)
     a = c.exp_half * v + c.q * nv
     na = nonlinear(a)
@@ -271,4 +274,5 @@ def gaussian_random_field(
         )
     filt = jnp.asarray(np.sqrt(spectrum / variance) * amplitude, dtype)
     noise = jax.random.normal(key, tuple(num_points), dtype)
-    return irfft(rfft(noise, len(num_points)) * filt, num_points).astype(dtype)
+    noise_hat = rfft(noise, len(num_points))
+    return irfft(noise_hat * filt.astype(noise_hat.dtype), num_points).astype(dtype)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.pytree import register_fields
 from surrogate.forecaster import Forecaster, ForecasterSpec, Normalization
 
 Array = jax.Array
@@ -133,7 +134,10 @@ class LearnedCorrection:
         forecaster = changes.pop("forecaster", self.forecaster)
         if changes:
             forecaster = forecaster.replace(**changes)
-        return _unflatten(None, (solver, forecaster))
+        new = object.__new__(LearnedCorrection)
+        object.__setattr__(new, "solver", solver)
+        object.__setattr__(new, "forecaster", forecaster)
+        return new
 
     # ---- the map ---------------------------------------------------------------------------
     def step_batch(self, frames: Array, params=None) -> Array:
@@ -193,18 +197,7 @@ class LearnedCorrection:
         )
 
 
-def _flatten(c: LearnedCorrection):
-    return (c.solver, c.forecaster), None
-
-
-def _unflatten(_, children) -> LearnedCorrection:
-    obj = object.__new__(LearnedCorrection)
-    object.__setattr__(obj, "solver", children[0])
-    object.__setattr__(obj, "forecaster", children[1])
-    return obj
-
-
-jax.tree_util.register_pytree_node(LearnedCorrection, _flatten, _unflatten)
+register_fields(LearnedCorrection, ("solver", "forecaster"))
 
 
 # ---- building one -----------------------------------------------------------------------

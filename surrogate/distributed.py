@@ -37,9 +37,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from datasets.plumbing import DATA_AXIS
+
 log = logging.getLogger("surrogate")
 
-DATA_AXIS = "data"
 ENV_KEYS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 

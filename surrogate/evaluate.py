@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from datasets.plumbing import map_rows
 from solvers.stepper import Stepper, check_compatible, check_stepper
 from surrogate import distributed, metrics
 
@@ -113,21 +114,15 @@ def rollout_batch(
 def _over_rows(fn, mesh, stepper, batch, *args):
     """``fn(stepper, batch, *args)``, or with a mesh each device's rows of ``batch``.
 
-    ``jax.shard_map`` rather than sharding annotations: XLA's partitioner would
-    all-gather the batch before every FFT and compute the whole batch on every device.
+    (:func:`datasets.plumbing.map_rows`).
     """
     if mesh is None:
         return fn(stepper, batch, *args)
     from jax.sharding import PartitionSpec as P
 
     distributed.check_divisible(batch.shape[0], mesh)
-    return jax.shard_map(
-        fn,
-        mesh=mesh,
-        in_specs=(P(), P(distributed.DATA_AXIS)) + (P(),) * len(args),
-        out_specs=P(distributed.DATA_AXIS),
-        check_vma=False,
-    )(stepper, batch, *args)
+    specs = (P(), P(distributed.DATA_AXIS)) + (P(),) * len(args)
+    return map_rows(fn, mesh, specs, P(distributed.DATA_AXIS))(stepper, batch, *args)
 
 
 @partial(jax.jit, static_argnames=("num_steps", "spatial_ndim", "mesh"))

@@ -26,11 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from solvers.pytree import pytree_dataclass, register_fields
+
 Array = jax.Array
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass(data_fields="all")
 class Normalization:
     """Per-channel statistics of states and of their one-step changes.
 
@@ -470,14 +471,4 @@ class Forecaster:
         )
 
 
-def _flatten(f: Forecaster):
-    return (f.params, f.normalization), (f.spec, f.graphdef)
-
-
-def _unflatten(aux, children):
-    spec, graphdef = aux
-    params, normalization = children
-    return Forecaster(spec, graphdef, params, normalization)
-
-
-jax.tree_util.register_pytree_node(Forecaster, _flatten, _unflatten)
+register_fields(Forecaster, ("params", "normalization"), ("spec", "graphdef"))

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.base import promoted_dtype
 from solvers.grid import Grid
 from solvers.resolution import spectral_resample
 from solvers.spectral import radial_shells, rfft_weights, spatial_axes
@@ -205,7 +206,7 @@ def valid_time(acc_curve: Array, lead_times: Array, threshold: float = 0.6) -> A
         ``(...)`` lead times in the units of ``lead_times`` (floating dtype).
     """
     acc = jnp.asarray(acc_curve)
-    t = jnp.asarray(lead_times, dtype=jnp.result_type(acc.dtype, jnp.float32))
+    t = jnp.asarray(lead_times, dtype=promoted_dtype(acc.dtype, jnp.float32))
     if t.ndim != 1 or t.shape[0] != acc.shape[-1] or t.shape[0] < 1:
         raise ValueError(
             f"valid_time: lead_times must have shape (L,) with L = acc_curve.shape[-1] = "
@@ -348,10 +349,8 @@ def blowup_time(
     ref = jnp.asarray(reference_amplitude)[..., None, :]  # broadcast over T
     bad = exceeds_amplitude(trajectory, ref, threshold, spatial_ndim=spatial_ndim)
     first_bad = jnp.argmax(bad, axis=-1)
-    dtype = jnp.result_type(trajectory.dtype, jnp.float32)
-    return jnp.where(jnp.any(bad, axis=-1), first_bad * jnp.asarray(dt, dtype), jnp.inf).astype(
-        dtype
-    )
+    dtype = promoted_dtype(trajectory.dtype, jnp.float32)
+    return jnp.where(jnp.any(bad, axis=-1), first_bad.astype(dtype) * dt, jnp.inf).astype(dtype)
 
 
 def invariant_drift(diagnostic_series: Array, *, scale: Array | None = None) -> Array:

@@ -176,7 +176,8 @@ class Damped(StepperMeta):
 
     def __call__(self, state):
         (k,) = spectral.wavenumbers(self.grid.num_points, self.grid.domain_length)
-        y_hat = jnp.fft.rfft(self.solver(state)) * jnp.exp(-self.damping * k**2)
+        y_hat = jnp.fft.rfft(self.solver(state))
+        y_hat = y_hat * jnp.exp(-self.damping * k**2).astype(y_hat.dtype)
         return jnp.fft.irfft(y_hat, n=state.shape[-1]).astype(state.dtype)
 
 
@@ -343,8 +344,9 @@ MODES = (1, 3, 5)
 
 def advect_step(state: jax.Array) -> jax.Array:
     """One exact advection step of DT: multiply mode k by exp(-i k c DT)."""
-    k = 2 * math.pi * jnp.fft.rfftfreq(NUM_POINTS, LENGTH / NUM_POINTS)
-    u_hat = jnp.fft.rfft(state, axis=-1) * jnp.exp(-1j * k * VELOCITY * DT)
+    u_hat = jnp.fft.rfft(state, axis=-1)
+    k = 2 * math.pi * jnp.fft.rfftfreq(NUM_POINTS, LENGTH / NUM_POINTS).astype(u_hat.dtype)
+    u_hat = u_hat * jnp.exp(-1j * k * VELOCITY * DT)
     return jnp.fft.irfft(u_hat, n=NUM_POINTS, axis=-1).astype(state.dtype)
 
 

@@ -164,6 +164,7 @@ exponax = pytest.importorskip("exponax")
 
 
 @pytest.mark.integration
+@pytest.mark.standard_promotion  # exponax multiplies float32 arrays by 1j
 def test_exponax_solver_generates_trains_evaluates_and_runs_hybrid(tmp_path):
     from solvers import from_exponax
     from surrogate.evaluate import evaluate

@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from datasets.plumbing import map_rows
 from surrogate.distributed import DATA_AXIS
 from surrogate.hybrid.indicators import IndicatorContext
 from surrogate.hybrid.policies import policy_thresholds
@@ -326,12 +327,11 @@ def _sharded(impl: Any, mesh: Mesh) -> Any:
     only checks replication claims of outputs) is off.
     """
     rows = P(DATA_AXIS)
-    return jax.shard_map(
+    return map_rows(
         impl,
-        mesh=mesh,
-        in_specs=(P(), (rows, rows, rows), P(), P(), rows),
-        out_specs=((rows, rows, rows), rows, rows, rows, P(None, DATA_AXIS)),
-        check_vma=False,
+        mesh,
+        (P(), (rows, rows, rows), P(), P(), rows),
+        ((rows, rows, rows), rows, rows, rows, P(None, DATA_AXIS)),
     )
 
 

@@ -15,8 +15,7 @@ Writing one: any object with
   ``config() -> dict`` (stored as provenance).
 
 The runner passes indicators into ``jit`` as arguments, so array fields must be pytree
-leaves (use :func:`surrogate.hybrid.policies.pytree_dataclass` or
-``jax.tree_util.register_dataclass``) and everything else hashable.
+leaves (use :func:`solvers.pytree.pytree_dataclass`) and everything else hashable.
 """
 
 from __future__ import annotations
@@ -28,16 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.pytree import pytree_dataclass
 from solvers.resolution import coarsened, spectral_resample
 from solvers.spectral import rfft_weights
 from solvers.stepper import HasCourantNumber, HasDiagnostics
-from surrogate.hybrid.policies import pytree_dataclass
 
 Array = jax.Array
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass(data_fields="all")
 class IndicatorContext:
     """What an indicator sees about one member at one check.
 

@@ -21,51 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from solvers.pytree import pytree_dataclass
+
 Array = jax.Array
-
-
-def pytree_dataclass(data_fields: Sequence[str] = ()):
-    """Decorator: a frozen dataclass registered as a pytree with ``data_fields`` as leaves.
-
-    The other fields are static (hashed into the treedef, so they must be hashable).
-    Unflattening bypasses ``__init__``, so validation in ``__post_init__`` runs only when a
-    user builds the object, never on tracers inside ``jit``.
-    """
-
-    def wrap(cls):
-        cls = dataclasses.dataclass(frozen=True)(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [n for n in data_fields if n not in names]
-        if unknown:
-            raise TypeError(f"{cls.__name__}: data_fields {unknown} are not fields")
-        data = tuple(data_fields)
-        meta = tuple(n for n in names if n not in data)
-
-        def flatten_with_keys(obj):
-            children = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data]
-            return children, tuple(getattr(obj, n) for n in meta)
-
-        def flatten(obj):
-            return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in meta)
-
-        def unflatten(aux, children):
-            obj = object.__new__(cls)
-            for n, v in zip(meta, aux, strict=True):
-                object.__setattr__(obj, n, v)
-            for n, v in zip(data, children, strict=True):
-                object.__setattr__(obj, n, v)
-            return obj
-
-        jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-        return cls
-
-    return wrap
 
 
 def _names_and_thresholds(

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from solvers.base import promoted_dtype
 from surrogate.models.layers import (
     Dtype,
     check_input,
@@ -132,7 +133,7 @@ class AFNOMixing(nnx.Module):
         tokens = tuple(z.shape[1:-1])
         axes = tuple(range(1, 1 + len(tokens)))
         # FFTs run in float32 at least (XLA has no bfloat16 FFT).
-        ft = jnp.promote_types(z.dtype, jnp.float32)
+        ft = promoted_dtype(z.dtype, jnp.float32)
         z_hat = jnp.fft.rfftn(z.astype(ft), axes=axes, norm="ortho")  # (B, *freq, D)
         shape = (*z_hat.shape[:-1], self.num_blocks, self.block_size)
         a = jnp.stack([z_hat.real, z_hat.imag], axis=-2).reshape(*shape[:-2], 2, *shape[-2:])
@@ -150,7 +151,8 @@ class AFNOMixing(nnx.Module):
             o = softshrink(o, self.sparsity_threshold)
         mask = _frequency_mask(tokens, self.hard_thresholding_fraction)
         o = o * jnp.asarray(mask, ft)[..., None, None, None]
-        o = (o[..., 0, :, :] + 1j * o[..., 1, :, :]).reshape(z_hat.shape)
+        o_re, o_im = (o[..., j, :, :].astype(z_hat.dtype) for j in (0, 1))
+        o = (o_re + 1j * o_im).reshape(z_hat.shape)
         y = jnp.fft.irfftn(o, s=tokens, axes=axes, norm="ortho")
         return y.astype(z.dtype) + z
 

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from solvers.base import promoted_dtype
+
 Array = jax.Array
 Dtype = jnp.dtype | type
 
@@ -116,7 +118,7 @@ def compute_dtype(x: Array, dtype: Dtype | None, param_dtype: Dtype) -> jnp.dtyp
     """The dtype a model computes in: ``dtype`` if given, else the promotion of input and params."""
     if dtype is not None:
         return jnp.dtype(dtype)
-    return jnp.result_type(x.dtype, param_dtype)
+    return promoted_dtype(x.dtype, param_dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +251,8 @@ class SpectralConv(nnx.Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         block = tuple(2 * m for m in self.modes[:-1]) + (self.modes[-1],)
-        std = np.sqrt(1.0 / (in_channels + out_channels))  # per real/imag part
+        # A Python float (weakly typed): the weights keep param_dtype, also under x64.
+        std = float(np.sqrt(1.0 / (in_channels + out_channels)))  # per real/imag part
         shape = (*block, 2, in_channels, out_channels)
         self.weight = nnx.Param(std * jax.random.normal(rngs.params(), shape, param_dtype))
         self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if use_bias else None
@@ -309,10 +312,11 @@ class SpectralConv(nnx.Module):
 
     def _fft(self, x: Array, w: Array, spatial: tuple[int, ...]) -> Array:
         # XLA's FFT runs in float32/complex64 at least; bfloat16 inputs are upcast for it.
-        ft = jnp.promote_types(x.dtype, jnp.float32)
+        ft = promoted_dtype(x.dtype, jnp.float32)
         axes = tuple(range(1, 1 + len(spatial)))
         x_hat = jnp.fft.rfftn(x.astype(ft), axes=axes, norm="forward")
-        wc = (w[..., 0, :, :] + 1j * w[..., 1, :, :]).astype(x_hat.dtype)
+        wr, wi = (w[..., j, :, :].astype(x_hat.dtype) for j in (0, 1))
+        wc = wr + 1j * wi
         kx = w.shape[-4]
         out_hat = jnp.zeros((*x_hat.shape[:-1], self.out_channels), x_hat.dtype)
         if len(spatial) == 1:

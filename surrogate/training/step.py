@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from datasets.plumbing import map_rows
 from surrogate import distributed
 from surrogate.forecaster import Forecaster
 from surrogate.training.config import TrainConfig
@@ -105,19 +106,16 @@ def make_train_step(
             flat, unravel = ravel_pytree(value_and_grad(params, inputs, targets, key))
             return unravel(jax.lax.pmean(flat, axis))
 
-        loss_and_grads = jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(P(), P(axis), P(axis), P()),
-            out_specs=P(),
-            check_vma=False,
-        )
+        loss_and_grads = map_rows(local, mesh, (P(), P(axis), P(axis), P()), P())
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(params, opt_state, inputs, targets, key):
         loss, grads = loss_and_grads(params, inputs, targets, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        # optax's Adam raises a float decay to an int32 step count: standard promotion,
+        # whatever mode the caller runs in (the test suite runs strict).
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
         return params, opt_state, loss, optax.tree.norm(grads)
 
     return step

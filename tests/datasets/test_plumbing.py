@@ -1,4 +1,4 @@
-"""datasets.plumbing: atomic writes, sha256 of a file, canonical JSON, versions."""
+"""datasets.plumbing: atomic writes, sha256 of a file, canonical JSON, versions, map_rows."""
 
 from __future__ import annotations
 
@@ -149,3 +149,21 @@ def test_solvers_does_not_import_datasets():
         if re.search(r"^\s*(from|import) datasets\b", p.read_text(), re.MULTILINE)
     ]
     assert offenders == []
+
+
+def test_map_rows_without_a_mesh_is_the_function_and_with_one_splits_the_rows():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+
+    def scaled(scale, rows):
+        return scale * rows, jnp.sum(rows, axis=1)
+
+    assert plumbing.map_rows(scaled, None, None, None) is scaled
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1], dtype=object), (plumbing.DATA_AXIS,))
+    rows = jnp.arange(12.0).reshape(4, 3)
+    split = P(plumbing.DATA_AXIS)
+    out = jax.jit(plumbing.map_rows(scaled, mesh, (P(), split), (split, split)))(2.0, rows)
+    np.testing.assert_array_equal(out[0], 2.0 * rows)
+    np.testing.assert_array_equal(out[1], rows.sum(axis=1))

@@ -107,6 +107,7 @@ def test_from_step_names_what_is_wrong(kw, error, match):
 exponax = pytest.importorskip("exponax")
 
 
+@pytest.mark.standard_promotion  # exponax multiplies float32 arrays by 1j
 def test_from_exponax_reads_grid_and_dt_and_steps_like_the_stepper():
     stepper = exponax.stepper.Diffusion(1, 3.0, 32, 0.05, diffusivity=0.1)
     ic = exponax.ic.RandomTruncatedFourierSeries(1, cutoff=4)
@@ -129,6 +130,7 @@ def test_from_exponax_reads_grid_and_dt_and_steps_like_the_stepper():
         StepSolver(**solver.config())
 
 
+@pytest.mark.standard_promotion  # exponax multiplies float32 arrays by 1j
 def test_from_exponax_refuses_what_is_not_a_stepper():
     with pytest.raises(TypeError, match="not an exponax stepper: it lacks"):
         from_exponax(advect_step, variables=("u",), ic=sine_init)

@@ -376,7 +376,7 @@ def test_spectral_tail_flags_grid_scale_noise(ks, ks_states):
     noisy = step + 0.05 * jnp.std(x) * jax.random.normal(jax.random.key(3), x.shape, x.dtype)
     assert float(tail(_context(x, noisy))) > 10.0
     n = 48
-    xs = jnp.arange(n) * 2 * jnp.pi / n
+    xs = jnp.arange(n, dtype=jnp.float32) * 2 * jnp.pi / n
     # Mode 1 lies in no tail; mode 15 (> 0.75 * 48 / 3 = 12) only in the tail.
     assert float(tail_share(jnp.cos(xs)[None], 0.25)) < 1e-10  # float32 round-off only
     np.testing.assert_allclose(
