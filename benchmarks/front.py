@@ -25,7 +25,12 @@ Setting, the same for every stepper:
 - everything is scored on the coarsest grid among the steppers (Fourier truncation);
 - learned steppers are loaded from bundle directories (``--learned NAME=PATH``, repeatable)
   with :func:`load_stepper`; ``--upfront NAME=SECONDS`` gives their data generation plus
-  training wall time for the break-even.
+  training wall time for the break-even;
+- the error floor (``--no-floor`` skips it): the fine solver started from the initial
+  states projected onto the comparison grid, i.e. what exact dynamics reach from the
+  coarse state alone; each learned stepper gets ``gap_closed`` (the fraction of the error
+  between the ladder rung on its grid and the floor it removes) and
+  ``ceiling_speedup_at_matched_error`` (what a stepper at the floor with its cost would get).
 
 The machine may be shared: timings are best-of-repeats and still noisy; read them with the
 ``load_avg`` recorded in ``setting.json`` (also printed to stderr).
@@ -151,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--out", type=Path, default=Path("runs/front"), help="output directory")
     ap.add_argument("--quick", action="store_true", help="fine 64, ladder 32,48, short runs")
+    ap.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the error floor (the fine solver from the states on the comparison grid)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -186,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         progress=not args.no_progress,
         comparison_grid=grid_c,
         repeats=args.repeats,
+        floor=not args.no_floor,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     front.write_json(args.out / "front.json")
@@ -223,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
                 matched_solver_cost=m.get("matched_solver_cost"),
                 speedup_at_matched_corr_time=d["speedup_at_matched_corr_time"],
                 breakeven_time_units=d["breakeven_time_units"],
+                ceiling_speedup_at_matched_error=d["ceiling_speedup_at_matched_error"],
+                gap_closed=d["gap_closed"],
             )
         print(json.dumps(line), flush=True)
     setting = {

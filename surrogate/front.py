@@ -788,6 +788,33 @@ def speedup_at_matched_time(
     return res
 
 
+def gap_closed(same_grid_errors: Sequence[float], error: float, floor_error: float) -> float | None:
+    """The fraction of the gap between a solver and the error floor a stepper closes.
+
+    ``(e_solver - e) / (e_solver - e_floor)`` with ``e_solver`` the error of the ladder
+    rung on the stepper's grid: 0 means no better than that solver, 1 means at the floor
+    (the fine solver's dynamics from the same coarse state), negative means worse than
+    the solver.
+
+    Args:
+        same_grid_errors: errors of the ladder rungs on the stepper's grid (the first
+            counts); empty when the ladder has no rung there.
+        error: the stepper's error.
+        floor_error: the floor's error.
+
+    Returns:
+        The fraction, or None without a rung on the grid, a non-finite error or a rung
+        that is not above the floor.
+    """
+    if not same_grid_errors:
+        return None
+    top = float(same_grid_errors[0])
+    values = (top, float(error), float(floor_error))
+    if not all(math.isfinite(v) for v in values) or top <= floor_error:
+        return None
+    return (top - error) / (top - floor_error)
+
+
 def breakeven_time_units(
     upfront_cost_s: float, solver_cost_per_time_unit: float, stepper_cost_per_time_unit: float
 ) -> float | None:
@@ -856,7 +883,8 @@ class FrontEntry:
 
     Attributes:
         kind: ``"reference"`` (the fine solver), ``"solver"`` (a ladder rung),
-            ``"learned"`` or ``"hybrid"``.
+            ``"learned"``, ``"hybrid"`` or ``"floor"`` (the fine solver started from the
+            states projected onto the comparison grid, see :func:`run_front`).
         name: label (``"solver 64x64"`` for rungs).
         grid: points per axis.
         substeps: internal steps per output interval (solvers), else None.
@@ -880,6 +908,11 @@ class FrontEntry:
         speedup_corr: matched on the time to the correlation threshold, else None.
         upfront_cost_s: data generation + training seconds, if given.
         breakeven_time_units: see :func:`breakeven_time_units` (None: never or unknown).
+        ceiling: with a floor entry (learned and hybrid): the speed-up at matched error that
+            a stepper with this cost and the floor's error would get, else None.
+        gap_closed: with a floor entry and a ladder rung on this stepper's grid: the
+            fraction of that rung's error above the floor this stepper removes, see
+            :func:`gap_closed`.
     """
 
     kind: str
@@ -905,6 +938,8 @@ class FrontEntry:
     speedup_corr: MatchedSpeedup | None = None
     upfront_cost_s: float | None = None
     breakeven_time_units: float | None = None
+    ceiling: MatchedSpeedup | None = None
+    gap_closed: float | None = None
 
     @property
     def breakeven_bound(self) -> str | None:
@@ -953,6 +988,11 @@ class FrontEntry:
                 "upfront_cost_s": self.upfront_cost_s,
                 "breakeven_time_units": self.breakeven_time_units,
                 "breakeven_bound": self.breakeven_bound,
+                "ceiling_speedup_at_matched_error": None
+                if self.ceiling is None
+                else self.ceiling.speedup,
+                "ceiling": None if self.ceiling is None else self.ceiling.to_dict(),
+                "gap_closed": self.gap_closed,
                 "long_run_spectrum": None
                 if self.long_run_spectrum is None
                 else np.asarray(self.long_run_spectrum).tolist(),
@@ -1016,6 +1056,11 @@ class Front:
                 return max(cands, key=lambda e: e.speedup.speedup)
         return None
 
+    def floor(self) -> FrontEntry | None:
+        """The floor entry (see :func:`run_front`), or None when it was not run."""
+        floors = self.by_kind("floor")
+        return floors[0] if floors else None
+
     def to_json_dict(self) -> dict[str, Any]:
         """``front.json``: the headline of the best learned stepper, then every stepper.
 
@@ -1023,11 +1068,14 @@ class Front:
         ``"upper"``), ``lead`` (output intervals), ``lead_time`` (time units),
         ``matched_error`` (the best stepper's nRMSE at the lead),
         ``matched_solver_cost``, ``breakeven_time_units``, ``stepper`` (its name; None
-        without a learned stepper), then the setting and ``steppers`` (one dict per entry,
+        without a learned stepper), ``floor_error`` and ``floor_stepper`` (None without a
+        floor), the best stepper's ``ceiling_speedup_at_matched_error`` (``ceiling_bound``)
+        and ``gap_closed``, then the setting and ``steppers`` (one dict per entry,
         see :meth:`FrontEntry.to_dict`). Costs are seconds per trajectory per time unit.
         """
         best = self.best()
         sp = best.speedup if best is not None else None
+        floor = self.floor()
         d: dict[str, Any] = {
             "speedup_at_matched_error": None if sp is None else sp.speedup,
             "bound": None if sp is None else sp.bound,
@@ -1042,6 +1090,13 @@ class Front:
             "speedup_at_matched_corr_time": None
             if best is None or best.speedup_corr is None
             else best.speedup_corr.speedup,
+            "floor_error": None if floor is None else floor.error_at(self.lead),
+            "floor_stepper": None if floor is None else floor.name,
+            "ceiling_speedup_at_matched_error": None
+            if best is None or best.ceiling is None
+            else best.ceiling.speedup,
+            "ceiling_bound": None if best is None or best.ceiling is None else best.ceiling.bound,
+            "gap_closed": None if best is None else best.gap_closed,
             "error_metric": "nRMSE = ||a - b|| / ||b|| per sample, mean over samples",
             "cost_units": "wall seconds per trajectory per simulated time unit",
             "breakeven_units": "simulated time units, summed over trajectories",
@@ -1171,6 +1226,7 @@ def run_front(
     repeats: int = 3,
     spectrum_fn: SpectrumFn | None = None,
     enstrophy_fn: EnstrophyFn | None = None,
+    floor: bool = False,
 ) -> Front:
     """Run the solver ladder, the learned steppers and the hybrid; score them; match costs.
 
@@ -1210,6 +1266,13 @@ def run_front(
         spectrum_fn: ``states (..., C, *comparison grid) -> (k, E (..., K))``; default the
             fine solver's class rebuilt on the comparison grid, its ``energy_spectrum``.
         enstrophy_fn: ``states -> (...)``; default :func:`half_mean_square`.
+        floor: also run the fine solver from the initial states *projected onto the
+            comparison grid* (entry kind ``"floor"``): the error a stepper that sees only
+            the coarse state reaches with the fine solver's dynamics. Learned and hybrid
+            steppers then get the ladder's speed-up at that error for their own cost (the
+            ``ceiling``: what a stepper at the floor with their cost would give) and the
+            fraction of the gap from the ladder rung on their grid to the floor they
+            close (``gap_closed``).
 
     Returns:
         The :class:`Front`.
@@ -1284,6 +1347,15 @@ def run_front(
     ]
     tasks += [("solver", f"solver {_grid_name(s.grid.num_points)}", s) for s in ladder]
     tasks += [("learned", name, st) for name, st in learned.items()]
+    if floor:
+        tasks.append(
+            (
+                "floor",
+                f"floor: {_grid_name(fine_solver.grid.num_points)} solver from the "
+                f"{_grid_name(grid_c)} state",
+                fine_solver,
+            )
+        )
     long_steps = int(long_rollout_steps)
     long_total = long_steps
     bar = progress_bar(total=len(tasks), desc="front", unit="stepper", enabled=progress)
@@ -1291,11 +1363,13 @@ def run_front(
     try:
         for kind, name, st in tasks:
             bar.set_postfix_str(name)
-            xs = spectral_resample(x0, tuple(st.grid.num_points))
-            run = run_stepper(st, xs, int(num_leads), repeats=1 if kind == "reference" else repeats)
+            fine_only = kind in ("reference", "floor")
+            xs = x0 if kind != "floor" else spectral_resample(x0, grid_c)
+            xs = spectral_resample(xs, tuple(st.grid.num_points))
+            run = run_stepper(st, xs, int(num_leads), repeats=1 if fine_only else repeats)
             long = None
             times = list(run.run_s_all)
-            if long_steps and (kind != "reference" or reference_spectrum is None):
+            if long_steps and (kind == "reference" and reference_spectrum is None or not fine_only):
                 lr = long_run_frames(st, xs, long_steps, grid_c, run=run)
                 long, long_total = lr.frames, lr.num_steps
                 # The chunks run the same program on the same batch: more timing samples.
@@ -1307,7 +1381,7 @@ def run_front(
                     "name": name,
                     "grid": tuple(st.grid.num_points),
                     "substeps": getattr(st, "num_substeps", None)
-                    if kind in ("reference", "solver")
+                    if kind in ("reference", "solver", "floor")
                     else None,
                     "traj": run.trajectory,
                     "cost": best / (batch * int(num_leads) * float(st.dt)),
@@ -1396,10 +1470,18 @@ def run_front(
     r_err = [e.error_at(lead) for e in rungs]
     r_time = [e.time_to_corr for e in rungs]
     r_cens = [e.time_to_corr_censored for e in rungs]
+    floors = [e for e in entries if e.kind == "floor"]
     for i, e in enumerate(entries):
         if e.kind not in ("learned", "hybrid"):
             continue
         sp = speedup_at_matched_error(r_cost, r_err, e.cost, e.error_at(lead), names=names)
+        ceiling = gap = None
+        if floors:
+            floor_err = floors[0].error_at(lead)
+            ceiling = speedup_at_matched_error(r_cost, r_err, e.cost, floor_err, names=names)
+            gap = gap_closed(
+                [r.error_at(lead) for r in rungs if r.grid == e.grid], e.error_at(lead), floor_err
+            )
         sp_t = speedup_at_matched_time(
             r_cost, r_time, r_cens, e.cost, e.time_to_corr, e.time_to_corr_censored, names=names
         )
@@ -1408,7 +1490,13 @@ def run_front(
         if upfront is not None and sp.matched_solver_cost is not None:
             be = breakeven_time_units(upfront, sp.matched_solver_cost, e.cost)
         entries[i] = dataclasses.replace(
-            e, speedup=sp, speedup_corr=sp_t, upfront_cost_s=upfront, breakeven_time_units=be
+            e,
+            speedup=sp,
+            speedup_corr=sp_t,
+            upfront_cost_s=upfront,
+            breakeven_time_units=be,
+            ceiling=ceiling,
+            gap_closed=gap,
         )
 
     return Front(
@@ -1502,7 +1590,8 @@ def plot_front(front: Front, path: PathLike) -> Path:
 
     Left: cost per trajectory per time unit (log x) against nRMSE at the stated lead
     (log y); the solver ladder as a line with each rung labelled by its grid, each learned
-    stepper and the hybrid as its own marker, labelled with its matched speed-up; the fine
+    stepper and the hybrid as its own marker, labelled with its matched speed-up; the error
+    floor (when run) as a dashed horizontal line; the fine
     reference's cost as a vertical dotted line (its error is zero). Right: mean
     correlation against lead time, the 0.95 threshold dashed.
 
@@ -1580,6 +1669,10 @@ def plot_front(front: Front, path: PathLike) -> Path:
                 linewidth=1.0,
             )
         labels.append((e.cost, v, text, colors[e.name]))
+    for e in front.by_kind("floor"):
+        v = e.error_at(front.lead)
+        if math.isfinite(v) and v > 0:
+            ax.axhline(v, color="tab:green", linestyle="--", linewidth=1.0, label=e.name)
     for e in front.by_kind("reference"):
         ax.axvline(e.cost, color="gray", linestyle=":", linewidth=1.0)
         ax.text(
@@ -1637,6 +1730,7 @@ __all__ = [
     "CORRELATION_THRESHOLD",
     "Front",
     "FrontEntry",
+    "gap_closed",
     "LongRun",
     "MatchedSpeedup",
     "Precomputed",

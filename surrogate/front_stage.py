@@ -148,6 +148,7 @@ def stage_front(
     repeats: int = 3,
     hybrid_solver_grid: int | None = None,
     hybrid_every: int = 4,
+    floor: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the front of ``stepper`` against the dataset's fine solver; write its files.
@@ -172,6 +173,9 @@ def stage_front(
             fine solver's class on this grid (seen through the stepper's grid,
             :class:`solvers.resolution.Resampled`). ``None``: no hybrid.
         hybrid_every: the hybrid's period ``k`` (:class:`surrogate.hybrid.EveryK`).
+        floor: also run the fine solver from the states projected onto the stepper's grid
+            (the error floor of any stepper on that grid; one more fine run of
+            ``num_leads`` intervals), see :func:`surrogate.front.run_front`.
         progress: progress bar.
 
     Returns:
@@ -226,6 +230,7 @@ def stage_front(
         reference_enstrophy=clim["enstrophy"],
         repeats=int(repeats),
         hybrid=hybrids,
+        floor=bool(floor),
     )
     from datasets.plumbing import atomic_write_text
 
@@ -244,6 +249,8 @@ def stage_front(
     text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     atomic_write_text(out, text, parents=True, sync_directory=False)
     log.info("front: %s (%.1f s)", headline(data), data["wall_s"])
+    if floor_sentence(data):
+        log.info("front: %s", floor_sentence(data))
     return data
 
 
@@ -314,11 +321,42 @@ def headline(front: Mapping[str, Any]) -> str:
     )
 
 
+def floor_sentence(front: Mapping[str, Any]) -> str | None:
+    """How far the best stepper is from the error floor, and what reaching it would give.
+
+    Returns:
+        One sentence from ``front.json``'s ``floor_error``, ``gap_closed`` and
+        ``ceiling_speedup_at_matched_error``, or None when the front ran no floor.
+    """
+    floor = front.get("floor_error")
+    if floor is None:
+        return None
+    grid = "x".join(str(n) for n in front.get("comparison_grid", []))
+    text = (
+        f"Error floor at lead {front.get('lead')}: {floor:.3g} ({front.get('floor_stepper')}, "
+        f"what exact dynamics reach from the {grid} state alone)"
+    )
+    gap, ceiling = front.get("gap_closed"), front.get("ceiling_speedup_at_matched_error")
+    if front.get("stepper") is not None and gap is not None:
+        text += (
+            f"; {front['stepper']} closes {100 * gap:.0f}% of the gap between the {grid} "
+            "solver and the floor"
+        )
+    if front.get("stepper") is not None and ceiling is not None:
+        rel = {"lower": ">= ", "upper": "<= "}.get(front.get("ceiling_bound"), "")
+        text += (
+            f"; a stepper at the floor with its cost would be {rel}{ceiling:.3g}x faster than "
+            "the solver ladder"
+        )
+    return text
+
+
 __all__ = [
     "add_stage_time",
     "dataset_climatology",
     "fine_initial_states",
     "fine_solver_of",
+    "floor_sentence",
     "headline",
     "read_stage_times",
     "stage_front",

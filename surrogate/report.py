@@ -368,9 +368,11 @@ def _verdict_section(
 
 def _front_section(front: Mapping[str, Any], figures: Path) -> list[Block]:
     """The verdict first: speed-up at matched error, lead, error level, break-even."""
-    from surrogate.front_stage import headline
+    from surrogate.front_stage import floor_sentence, headline
 
     blocks = [_h(_VERDICT_HEADING), _p(headline(front) + ".")]
+    if floor_sentence(front):
+        blocks.append(_p(floor_sentence(front) + "."))
     bound = front.get("bound")
     if bound == "upper":
         blocks.append(

@@ -62,7 +62,12 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
         assert key in front, key
     assert front["stepper"] == "correction-fno"
     kinds = [s["kind"] for s in front["steppers"]]
-    assert kinds == ["reference", "solver", "solver", "learned", "hybrid"]
+    assert kinds == ["reference", "solver", "solver", "learned", "floor", "hybrid"]
+    # The floor: the fine solver from the 16^2 states, scored on 16^2; every learned stepper
+    # is placed against it.
+    floor = front["steppers"][4]
+    assert floor["error"][0] < 1e-6 and front["floor_error"] == floor["error_at_lead"]
+    assert front["ceiling_speedup_at_matched_error"] is not None
     ref = front["steppers"][0]
     # why: the reference scored against itself; nRMSE is exactly 0 up to float32 round-off.
     assert max(ref["error"]) < 1e-6
@@ -73,6 +78,7 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
     report = (run / "report.md").read_text()
     first = report.split("\n## ", 2)[1]
     assert first.startswith("Verdict") and "faster than the solver ladder" in first
+    assert "Error floor at lead" in first
     times = json.loads((run / "stage_times.json").read_text())
     assert times["generate"] > 0 and times["train"] > 0
     assert "data generation" in front["upfront_cost_note"]

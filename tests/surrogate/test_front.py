@@ -268,14 +268,17 @@ def test_tiny_front_end_to_end_and_front_json_round_trip(tiny_fine, tmp_path):
         hybrid=hybrid,
         progress=False,
         repeats=1,
+        floor=True,
     )
     by_name = {e.name: e for e in front.entries}
+    floor_name = "floor: 32x32 solver from the 16x16 state"
     assert list(by_name) == [
         "reference 32x32",
         "solver 16x16",
         "solver 24x24",
         "solver 32x32",
         "persistence",
+        floor_name,
         "scaled reference",
     ]
     assert front.comparison_grid == (16, 16) and front.batch_size == 2
@@ -306,6 +309,32 @@ def test_tiny_front_end_to_end_and_front_json_round_trip(tiny_fine, tmp_path):
     assert p.breakeven_time_units == fr.breakeven_time_units(
         5.0, p.speedup.matched_solver_cost, p.cost
     )
+    # The floor: the fine solver from the states truncated to the comparison grid, scored
+    # like everything else (same compiled program as the reference, other initial states).
+    floor = by_name[floor_name]
+    truncated = spectral_resample(spectral_resample(x0, (16, 16)), (32, 32))
+    by_hand = fr.run_stepper(fine, truncated, 3, repeats=1).trajectory
+    ref_c = spectral_resample(fr.run_stepper(fine, x0, 3, repeats=1).trajectory, (16, 16))
+    np.testing.assert_allclose(
+        floor.error,
+        fr.relative_l2_error(spectral_resample(by_hand, (16, 16)), ref_c, state_ndim=3).mean(0),
+        rtol=1e-6,
+        atol=0,
+    )
+    assert floor.error[0] == pytest.approx(0.0, abs=ROUND_OFF) and floor.error[2] > ROUND_OFF
+    assert floor.substeps == fine.num_substeps and floor.spectrum_max_rel_error is None
+    for e in (scaled, p):
+        assert e.ceiling == fr.speedup_at_matched_error(
+            [r.cost for r in rungs],
+            [r.error_at(2) for r in rungs],
+            e.cost,
+            floor.error_at(2),
+            names=[r.name for r in rungs],
+        )
+    assert scaled.gap_closed is None  # the rung on its grid (32x32, the fine one) is exact
+    assert p.gap_closed == fr.gap_closed(
+        [by_name["solver 24x24"].error_at(2)], p.error_at(2), floor.error_at(2)
+    )
 
     path = front.write_json(tmp_path / "front.json")
     d = json.loads(path.read_text())
@@ -316,11 +345,45 @@ def test_tiny_front_end_to_end_and_front_json_round_trip(tiny_fine, tmp_path):
     assert d["matched_error"] == pytest.approx(p.error_at(2), rel=1e-12)
     assert [s["name"] for s in d["steppers"]] == list(by_name)
     assert d["steppers"][3]["time_to_corr_095_bound"] == "lower"
+    assert d["floor_error"] == pytest.approx(floor.error_at(2), rel=1e-12)
+    assert d["floor_stepper"] == floor_name and d["gap_closed"] == p.gap_closed
+    assert d["ceiling_speedup_at_matched_error"] == p.ceiling.speedup
     assert not list(tmp_path.glob(".*.tmp"))
     table = front.table_markdown()
     assert table.count("\n") == len(front.entries) + 1 and "persistence" in table
     png = fr.plot_front(front, tmp_path / "front.png")
     assert png.stat().st_size > 0
+
+
+def test_gap_closed_against_hand_computed_fractions():
+    assert fr.gap_closed([0.4], 0.3, 0.1) == pytest.approx(1 / 3, rel=1e-12)
+    assert fr.gap_closed([0.4, 9.0], 0.1, 0.1) == 1.0  # the first rung on the grid counts
+    assert fr.gap_closed([0.4], 0.5, 0.1) == pytest.approx(-1 / 3, rel=1e-12)  # worse
+    assert fr.gap_closed([], 0.3, 0.1) is None  # no rung on the stepper's grid
+    assert fr.gap_closed([0.1], 0.05, 0.2) is None  # the rung is below the floor
+    assert fr.gap_closed([0.4], float("nan"), 0.1) is None
+
+
+def test_floor_sentence_states_floor_gap_and_ceiling():
+    from surrogate.front_stage import floor_sentence
+
+    base = {"lead": 1, "comparison_grid": [32, 32], "floor_stepper": "floor: fine"}
+    assert floor_sentence({**base, "floor_error": None}) is None
+    text = floor_sentence(
+        {
+            **base,
+            "floor_error": 0.073,
+            "stepper": "corr",
+            "gap_closed": 0.23,
+            "ceiling_speedup_at_matched_error": 9.6,
+            "ceiling_bound": None,
+        }
+    )
+    assert text == (
+        "Error floor at lead 1: 0.073 (floor: fine, what exact dynamics reach from the 32x32 "
+        "state alone); corr closes 23% of the gap between the 32x32 solver and the floor; a "
+        "stepper at the floor with its cost would be 9.6x faster than the solver ladder"
+    )
 
 
 def test_run_front_refuses_bad_inputs_before_running_anything(tiny_fine):
