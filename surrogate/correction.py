@@ -141,6 +141,17 @@ class LearnedCorrection:
 
     # ---- the map ---------------------------------------------------------------------------
     def step_batch(self, frames: Array, params=None) -> Array:
+        """Deprecated name of :meth:`advance_windows` (``step`` is a solver's substep)."""
+        import warnings
+
+        warnings.warn(
+            f"{type(self).__name__}.step_batch is deprecated; use advance_windows",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.advance_windows(frames, params)
+
+    def advance_windows(self, frames: Array, params=None) -> Array:
         """Next states from a batch of one-frame windows.
 
         Args:
@@ -151,7 +162,7 @@ class LearnedCorrection:
             ``(B, C, *spatial)``: ``P(x) + C_theta(P(x))``.
         """
         proposal = jax.vmap(self.solver)(frames[:, -1])
-        return self.forecaster.step_batch(proposal[:, None], params)
+        return self.forecaster.advance_windows(proposal[:, None], params)
 
     def __call__(self, state: Array) -> Array:
         """Advance one state ``(C, *spatial)`` by ``dt``.
@@ -164,7 +175,7 @@ class LearnedCorrection:
                 f"LearnedCorrection: state has shape {tuple(state.shape)}, expected "
                 f"{self.state_shape} (channels {self.variables}, grid {self.grid.num_points})"
             )
-        return self.step_batch(state[None, None])[0]
+        return self.advance_windows(state[None, None])[0]
 
     advance = __call__
 

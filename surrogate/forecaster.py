@@ -377,6 +377,17 @@ class Forecaster:
         return model(x_norm)
 
     def step_batch(self, frames: Array, params=None) -> Array:
+        """Deprecated name of :meth:`advance_windows` (``step`` is a solver's substep)."""
+        import warnings
+
+        warnings.warn(
+            f"{type(self).__name__}.step_batch is deprecated; use advance_windows",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.advance_windows(frames, params)
+
+    def advance_windows(self, frames: Array, params=None) -> Array:
         """Next state from a batch of input windows.
 
         Args:
@@ -413,19 +424,19 @@ class Forecaster:
 
         Raises:
             ValueError: wrong state shape, or a forecaster trained with history > 1
-                (use :meth:`step_batch` with the history window instead).
+                (use :meth:`advance_windows` with the history window instead).
         """
         if self.history != 1:
             raise ValueError(
                 f"Forecaster trained with history={self.history} cannot step a single state; "
-                "call step_batch with (B, history, C, *spatial) windows"
+                "call advance_windows with (B, history, C, *spatial) windows"
             )
         if tuple(state.shape) != self.state_shape:
             raise ValueError(
                 f"Forecaster: state has shape {tuple(state.shape)}, expected {self.state_shape} "
                 f"(channels {self.variables}, grid {self.spec.num_points})"
             )
-        return self.step_batch(state[None, None])[0]
+        return self.advance_windows(state[None, None])[0]
 
     advance = __call__
 

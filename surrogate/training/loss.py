@@ -58,7 +58,7 @@ def rollout_loss(
         inputs = inputs + input_noise_std * state_std * noise
 
     def advance(window):
-        nxt = forecaster.step_batch(window, params)
+        nxt = forecaster.advance_windows(window, params)
         return jnp.concatenate([window[:, 1:], nxt[:, None]], axis=1), nxt
 
     def mse(pred, target):

@@ -140,7 +140,7 @@ def make_validation(forecaster: Forecaster, rollout_steps: int) -> Callable[...,
         std = forecaster.normalization.state_std.reshape(c, *(1,) * (inputs.ndim - 3))
 
         def body(window, target):
-            nxt = forecaster.step_batch(window, params)
+            nxt = forecaster.advance_windows(window, params)
             err = jnp.sqrt(jnp.mean(jnp.square((nxt - target) / std)))
             return jnp.concatenate([window[:, 1:], nxt[:, None]], axis=1), err
 

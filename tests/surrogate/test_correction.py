@@ -126,8 +126,8 @@ def test_gradient_through_the_unrolled_solver_matches_finite_differences(setup):
         x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)
 
         def loss(p):  # two intervals unrolled through ETDRK4 and the network, in float64
-            one = c.step_batch(x, p)
-            two = c.step_batch(one[:, None], p)
+            one = c.advance_windows(x, p)
+            two = c.advance_windows(one[:, None], p)
             return jnp.mean((one - y[:, 0]) ** 2) + jnp.mean((two - y[:, 1]) ** 2)
 
         loss = jax.jit(loss)

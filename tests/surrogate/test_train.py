@@ -268,7 +268,10 @@ def test_forecaster_history_window():
     solver, data, spec, stats = make_setup(history=2)
     f = init_forecaster(spec, stats)
     frames = jnp.asarray(data[:2, :2])
-    assert f.step_batch(frames).shape == (2, *data.shape[2:])
+    out = f.advance_windows(frames)
+    assert out.shape == (2, *data.shape[2:])
+    with pytest.warns(DeprecationWarning, match="step_batch is deprecated; use advance_windows"):
+        np.testing.assert_array_equal(f.step_batch(frames), out)
     with pytest.raises(ValueError, match="history=2"):
         f(jnp.asarray(data[0, 0]))
 
