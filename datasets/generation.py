@@ -74,6 +74,7 @@ from datasets.simulate import (
     simulate_batch,
 )
 from datasets.workers import run_shards
+from solvers.stepper import Stepper
 
 __all__ = [
     "ON_NONFINITE",
@@ -137,7 +138,7 @@ def _resolve_workers(num_workers: int | str) -> int:
 
 
 def generate(
-    solver: Any,
+    solver: Stepper,
     out_dir: str | os.PathLike,
     *,
     num_trajectories: int,

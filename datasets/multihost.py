@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import pathlib
-from typing import Any
 
 import jax
 
@@ -25,13 +24,14 @@ from datasets.resume import (
 )
 from datasets.shards import produce_shards, raise_nonfinite
 from datasets.simulate import precision_scope
+from solvers.stepper import Stepper
 
 
 def generate_multiprocess(
     out: pathlib.Path,
     spec: dict,
     layout: dict,
-    solver: Any,
+    solver: Stepper,
     overwrite: bool,
     batch_size: int,
     mesh: jax.sharding.Mesh | None,

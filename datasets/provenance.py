@@ -28,6 +28,7 @@ import numpy as np
 from datasets.manifest import MANIFEST_NAME
 from datasets.plumbing import distribution_versions, package_version
 from datasets.storage import normalise
+from solvers.stepper import Stepper
 
 log = logging.getLogger("datasets")
 
@@ -86,7 +87,7 @@ _SOLVER_ATTRS = (
 )
 
 
-def check_solver(solver: Any) -> None:
+def check_solver(solver: Stepper) -> None:
     """Raise ``TypeError`` naming the first part of the Solver contract ``solver`` lacks.
 
     The contract: a JAX pytree (it enters ``jax.jit``) whose leaves are arrays or numbers,
@@ -119,7 +120,7 @@ def check_solver(solver: Any) -> None:
         raise TypeError(f"solver {solver.name!r}: no units/long_name for variable(s) {missing}")
 
 
-def solver_layout(solver: Any, store_num_points: Sequence[int] | None = None) -> dict[str, Any]:
+def solver_layout(solver: Stepper, store_num_points: Sequence[int] | None = None) -> dict[str, Any]:
     """The on-disk layout a solver implies (variables, units, grid, dt, precision).
 
     Args:
@@ -149,7 +150,7 @@ COARSE_GRAINING_FILTERS = ("spectral_truncation",)
 
 
 def coarse_graining_record(
-    solver: Any, store_num_points: int | Sequence[int] | None
+    solver: Stepper, store_num_points: int | Sequence[int] | None
 ) -> dict[str, Any] | None:
     """The provenance record of storing ``solver``'s states on a coarser grid.
 
@@ -223,7 +224,7 @@ def stored_num_points(spec: Mapping[str, Any]) -> tuple[int, ...] | None:
 
 
 def generation_spec(
-    solver: Any,
+    solver: Stepper,
     *,
     num_trajectories: int,
     num_frames: int,
@@ -264,13 +265,13 @@ def generation_spec(
     return spec
 
 
-def solver_class_path(solver: Any) -> str:
+def solver_class_path(solver: Stepper) -> str:
     """``"module:QualName"`` of the solver's class (to rebuild unregistered solvers)."""
     cls = type(solver)
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def warn_if_not_rebuildable(solver: Any, out: pathlib.Path) -> None:
+def warn_if_not_rebuildable(solver: Stepper, out: pathlib.Path) -> None:
     """Warn, at generation time, when validation elsewhere will not rebuild this solver.
 
     Validation rebuilds unregistered solvers from ``solver_class`` only inside trusted

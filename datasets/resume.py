@@ -32,6 +32,7 @@ from datasets.manifest import (
     stored_trajectories,
 )
 from datasets.provenance import library_versions, solver_class_path, warn_if_not_rebuildable
+from solvers.stepper import Stepper
 
 log = logging.getLogger("datasets")
 
@@ -96,7 +97,7 @@ def _check_resumable(out: pathlib.Path, manifest: dict, spec: dict) -> None:
 
 
 def prepare_manifest(
-    out: pathlib.Path, spec: dict, layout: dict, solver: Any, overwrite: bool
+    out: pathlib.Path, spec: dict, layout: dict, solver: Stepper, overwrite: bool
 ) -> dict[str, Any]:
     """Load the manifest to resume from, or start a new one (under the writer lock).
 

@@ -21,13 +21,14 @@ from datasets import plumbing, storage
 from datasets.manifest import MANIFEST_NAME, split_ranges, trajectory_splits
 from datasets.provenance import stored_num_points
 from datasets.simulate import simulate_batch
+from solvers.stepper import Stepper
 
 
 def produce_shards(
     out_dir: pathlib.Path,
     spec: Mapping[str, Any],
     layout: Mapping[str, Any],
-    solver: Any,
+    solver: Stepper,
     shard_ids: Sequence[int],
     batch_size: int,
     mesh: jax.sharding.Mesh | None = None,
@@ -69,7 +70,7 @@ def produce_shards(
 
 
 def _dispatch_shard(
-    solver: Any,
+    solver: Stepper,
     spec: Mapping[str, Any],
     start: int,
     stop: int,

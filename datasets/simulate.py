@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from datasets.manifest import read_manifest
 from datasets.plumbing import DATA_AXIS, map_rows
 from datasets.provenance import rebuild_solver, stored_num_points
+from solvers.stepper import Stepper
 
 
 @contextlib.contextmanager
@@ -41,7 +42,7 @@ def precision_scope(precision: str) -> Iterator[None]:
     jax.jit, static_argnames=("num_frames", "spinup_steps", "mesh", "store_num_points")
 )
 def simulate_batch(
-    solver: Any,
+    solver: Stepper,
     key: jax.Array,
     indices: jax.Array,
     num_frames: int,
@@ -106,7 +107,7 @@ def regenerate_trajectories(
     dataset: str | pathlib.Path | Mapping[str, Any],
     indices: Sequence[int],
     *,
-    solver: Any = None,
+    solver: Stepper = None,
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Recompute trajectories of a dataset from its recorded provenance.
@@ -164,7 +165,7 @@ def regenerate_trajectories(
 
 
 def regenerate_trajectory(
-    dataset: str | pathlib.Path | Mapping[str, Any], index: int, *, solver: Any = None
+    dataset: str | pathlib.Path | Mapping[str, Any], index: int, *, solver: Stepper = None
 ) -> np.ndarray:
     """Recompute trajectory ``index`` alone: ``(num_frames, C, *spatial)``.
 

@@ -43,6 +43,7 @@ from datasets.manifest import (
     stored_ids,
     stored_trajectories,
 )
+from solvers.stepper import Stepper
 
 CHECKS = ("schema", "consistency", "accuracy", "completeness")
 REQUIRED_ATTRS = (
@@ -173,7 +174,7 @@ def validate(
     num_resimulate: int = 2,
     seed: int = 0,
     tolerance: float | None = None,
-    solver: Any = None,
+    solver: Stepper = None,
 ) -> ValidationReport:
     """Run the four checks on a dataset directory and report; never modifies it.
 

@@ -23,12 +23,13 @@ from datasets.provenance import solver_class_path
 from datasets.shards import produce_shards, raise_nonfinite
 from datasets.simulate import precision_scope
 from datasets.storage import normalise
+from solvers.stepper import Stepper
 
 
 def run_shards(
     out: pathlib.Path,
     manifest: dict,
-    solver: Any,
+    solver: Stepper,
     pending: list[int],
     batch_size: int,
     workers: int,

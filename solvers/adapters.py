@@ -38,6 +38,7 @@ import numpy as np
 from solvers.base import Solver, check_positive, check_substeps, resolve_precision
 from solvers.grid import Grid
 from solvers.pytree import register_fields
+from solvers.stepper import Stepper
 
 Array = jax.Array
 
@@ -435,7 +436,7 @@ register_fields(_ExponaxIC, ("generator",), ("num_points",))
 
 
 def from_exponax(
-    stepper: Any,
+    stepper: Stepper,
     *,
     variables: Sequence[str],
     ic: Any,

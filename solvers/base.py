@@ -19,6 +19,7 @@ import numpy as np
 
 from solvers.grid import Grid
 from solvers.pytree import register_fields
+from solvers.stepper import Stepper
 
 Array = jax.Array
 
@@ -218,7 +219,7 @@ class Solver:
             )
 
 
-def check_pytree(owner: str, solver: Any, what: str = "solver") -> None:
+def check_pytree(owner: str, solver: Stepper, what: str = "solver") -> None:
     """Raise ``TypeError`` unless ``solver`` is a JAX pytree (not one opaque leaf).
 
     Solvers enter ``jax.jit`` as arguments; a plain Python object is a single leaf there

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.pytree import register_fields
+from solvers.stepper import Stepper
 
 Array = jax.Array
 
@@ -150,7 +151,7 @@ def _sizes(num_points: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def at_resolution(
-    solver: Any, num_points: int | Sequence[int], *, num_substeps: int | None = None
+    solver: Stepper, num_points: int | Sequence[int], *, num_substeps: int | None = None
 ) -> Any:
     """The same solver (same physics, ``dt``, precision) on another grid.
 
@@ -228,7 +229,7 @@ def at_resolution(
     raise ValueError(f"{owner}: found no stable num_substeps for num_points={value!r}")
 
 
-def coarsened(solver: Any, factor: int, *, num_substeps: int | None | str = "same") -> Any:
+def coarsened(solver: Stepper, factor: int, *, num_substeps: int | None | str = "same") -> Any:
     """The same solver on a grid ``factor`` times coarser on every axis.
 
     The one "same solver on a coarser grid" of the project: the coarse-solver baseline of
@@ -282,7 +283,7 @@ class Resampled:
         num_points: the outer grid, one size per axis of the inner grid (an int: square).
     """
 
-    def __init__(self, stepper: Any, num_points: int | Sequence[int]) -> None:
+    def __init__(self, stepper: Stepper, num_points: int | Sequence[int]) -> None:
         inner = tuple(stepper.grid.num_points)
         outer = _sizes(num_points)
         if len(outer) == 1 and len(inner) > 1:

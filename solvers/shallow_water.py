@@ -379,9 +379,7 @@ class ShallowWater2D(ETDRK4Solver):
         self._check_state(state)
         s_hat = self.to_spectral(state)
         kx, ky = (k.astype(s_hat.dtype) for k in (self._kx, self._ky))
-        return self.from_spectral(1j * kx * s_hat[2] - 1j * ky * s_hat[1]).astype(
-            state.dtype
-        )
+        return self.from_spectral(1j * kx * s_hat[2] - 1j * ky * s_hat[1]).astype(state.dtype)
 
     def potential_vorticity(self, state: Array) -> Array:
         """Potential vorticity ``q = (f + zeta) / h`` (1 / (time length)), ``(n_y, n_x)``."""

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.pytree import register_fields
+from solvers.stepper import Stepper
 from surrogate.forecaster import Forecaster, ForecasterSpec, Normalization
 
 Array = jax.Array
@@ -53,7 +54,7 @@ class LearnedCorrection:
             or it was built with ``history > 1``.
     """
 
-    def __init__(self, solver: Any, forecaster: Forecaster) -> None:
+    def __init__(self, solver: Stepper, forecaster: Forecaster) -> None:
         if forecaster.history != 1:
             raise ValueError(
                 f"LearnedCorrection: the correction network must have history=1, got "
@@ -179,7 +180,7 @@ class LearnedCorrection:
 
     advance = __call__
 
-    def check_solver(self, solver: Any) -> None:
+    def check_solver(self, solver: Stepper) -> None:
         """Refuse a solver on another grid, ``dt`` or variables (see Forecaster)."""
         self.forecaster.check_solver(solver)
 
@@ -213,7 +214,7 @@ register_fields(LearnedCorrection, ("solver", "forecaster"))
 
 # ---- building one -----------------------------------------------------------------------
 def correction_statistics(
-    solver: Any, loader: Any, *, num_batches: int = 4, state_statistics: Any = None
+    solver: Stepper, loader: Any, *, num_batches: int = 4, state_statistics: Any = None
 ) -> Normalization:
     """Normalisation of a learned correction: state statistics and the correction's std.
 
@@ -265,7 +266,7 @@ def correction_statistics(
     return Normalization.from_statistics(_Stats)
 
 
-def correction_spec(solver: Any, spec: ForecasterSpec) -> ForecasterSpec:
+def correction_spec(solver: Stepper, spec: ForecasterSpec) -> ForecasterSpec:
     """``spec`` with the base solver recorded in its provenance (for bundles).
 
     Raises:
@@ -280,7 +281,7 @@ def correction_spec(solver: Any, spec: ForecasterSpec) -> ForecasterSpec:
     return ForecasterSpec.from_dict(d)
 
 
-def init_correction(solver: Any, spec: ForecasterSpec, normalization: Normalization, *, seed=0):
+def init_correction(solver: Stepper, spec: ForecasterSpec, normalization: Normalization, *, seed=0):
     """A freshly initialised :class:`LearnedCorrection` (random network weights).
 
     The network's last layer is not touched; instead its output is scaled by the

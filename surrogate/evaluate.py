@@ -221,7 +221,7 @@ def truth_from_dataset(ds: xr.Dataset, variables: Sequence[str]) -> tuple[np.nda
     return np.stack(arrays, axis=2), lead_times
 
 
-def coarse_solver_for(solver: Any, coarsen_factor: int) -> Any:
+def coarse_solver_for(solver: Stepper, coarsen_factor: int) -> Any:
     """The same solver on a grid ``coarsen_factor`` times coarser on every axis.
 
     :func:`solvers.resolution.coarsened` with the solver's own ``num_substeps``.
@@ -242,7 +242,7 @@ def coarse_solver_for(solver: Any, coarsen_factor: int) -> Any:
         ) from err
 
 
-def describe_stepper(stepper: Any, max_chars: int = 2000) -> str:
+def describe_stepper(stepper: Stepper, max_chars: int = 2000) -> str:
     """A short text description of a stepper for the result's attributes."""
     config = getattr(stepper, "config", None)
     if callable(config):
@@ -272,9 +272,9 @@ def evaluate(
     statistics: Any = None,
     lead_times: Sequence[float] | np.ndarray | None = None,
     baselines: Sequence[str] = BASELINES,
-    solver: Any = None,
+    solver: Stepper = None,
     coarsen_factor: int = 2,
-    coarse_solver: Any = None,
+    coarse_solver: Stepper = None,
     long_rollout_steps: int | None = None,
     batch_size: int = 16,
     model_name: str = "surrogate",
@@ -447,9 +447,9 @@ def check_evaluation_inputs(
     statistics: Any = None,
     lead_times: Sequence[float] | np.ndarray | None = None,
     baselines: Sequence[str] = BASELINES,
-    solver: Any = None,
+    solver: Stepper = None,
     coarsen_factor: int = 2,
-    coarse_solver: Any = None,
+    coarse_solver: Stepper = None,
     long_rollout_steps: int | None = None,
     batch_size: int = 16,
     model_name: str = "surrogate",
@@ -590,7 +590,7 @@ def check_evaluation_inputs(
     )
 
 
-def _check_stepper(owner: str, name: str, stepper: Any, variables, grid, dt) -> None:
+def _check_stepper(owner: str, name: str, stepper: Stepper, variables, grid, dt) -> None:
     """``stepper`` has the stepper contract and matches the evaluated data (grid: if given)."""
     check_stepper(owner, stepper, name)
     data = {"variables": variables, "grid": stepper.grid if grid is None else grid, "dt": dt}

@@ -51,7 +51,7 @@ import numpy as np
 
 from solvers.base import check_int
 from solvers.resolution import at_resolution, spectral_resample
-from solvers.stepper import check_compatible, check_stepper
+from solvers.stepper import Stepper, check_compatible, check_stepper
 
 Array = jax.Array
 PathLike = str | os.PathLike
@@ -61,7 +61,7 @@ CORRELATION_THRESHOLD = 0.95
 
 
 # ---- the solver ladder -------------------------------------------------------------------
-def solver_ladder(fine_solver: Any, grids: Sequence[int | Sequence[int]]) -> list[Any]:
+def solver_ladder(fine_solver: Stepper, grids: Sequence[int | Sequence[int]]) -> list[Any]:
     """The fine solver rebuilt on each grid, each at its largest stable internal step.
 
     Args:
@@ -122,7 +122,7 @@ class RolloutRun:
 
 
 @partial(jax.jit, static_argnames=("num_steps",))
-def _batched_rollout(stepper: Any, states: Array, num_steps: int) -> Array:
+def _batched_rollout(stepper: Stepper, states: Array, num_steps: int) -> Array:
     """``(B, C, *grid) -> (B, T+1, C, *grid)``: ``lax.scan`` of the ``vmap``-ed stepper."""
 
     def body(s, _):
@@ -134,7 +134,7 @@ def _batched_rollout(stepper: Any, states: Array, num_steps: int) -> Array:
     return jnp.moveaxis(frames, 0, 1)
 
 
-def _check_stepper_states(owner: str, stepper: Any, states: Any) -> None:
+def _check_stepper_states(owner: str, stepper: Stepper, states: Any) -> None:
     shape = tuple(stepper.state_shape)
     if np.ndim(states) != len(shape) + 1 or tuple(np.shape(states)[1:]) != shape:
         raise ValueError(
@@ -151,7 +151,7 @@ _MAX_PROGRAMS = 16
 
 
 def compile_rollout(
-    stepper: Any, initial_states: Array | np.ndarray, num_steps: int
+    stepper: Stepper, initial_states: Array | np.ndarray, num_steps: int
 ) -> tuple[Callable[[Any, Any], Any], float]:
     """Lower and compile the batched rollout of ``num_steps`` intervals (AOT).
 
@@ -186,7 +186,7 @@ def compile_rollout(
 
 
 def run_stepper(
-    stepper: Any, initial_states: Array | np.ndarray, num_steps: int, *, repeats: int = 3
+    stepper: Stepper, initial_states: Array | np.ndarray, num_steps: int, *, repeats: int = 3
 ) -> RolloutRun:
     """Run and time one jitted, batched rollout of a stepper.
 
@@ -254,7 +254,7 @@ class LongRun:
 
 
 def long_run_frames(
-    stepper: Any,
+    stepper: Stepper,
     initial_states: Array | np.ndarray,
     num_steps: int,
     num_points: Sequence[int],
@@ -512,17 +512,17 @@ def long_run_statistics(
 
 
 @jax.jit
-def _energy_spectrum(solver: Any, states: Array) -> tuple[Array, Array]:
+def _energy_spectrum(solver: Stepper, states: Array) -> tuple[Array, Array]:
     """``solver.energy_spectrum`` as one compiled program (the solver is an argument)."""
     return solver.energy_spectrum(states)
 
 
-def comparison_solver(fine_solver: Any, comparison_grid: Sequence[int]) -> Any:
+def comparison_solver(fine_solver: Stepper, comparison_grid: Sequence[int]) -> Any:
     """The fine solver's class on the comparison grid (for its diagnostics, not stepping)."""
     return at_resolution(fine_solver, _points_arg(comparison_grid))
 
 
-def energy_spectrum_fn(solver: Any) -> SpectrumFn:
+def energy_spectrum_fn(solver: Stepper) -> SpectrumFn:
     """The default spectrum of the front: ``solver.energy_spectrum``, compiled once.
 
     Args:
@@ -542,7 +542,7 @@ def energy_spectrum_fn(solver: Any) -> SpectrumFn:
 
 def reference_climate(
     frames: Any,
-    fine_solver: Any,
+    fine_solver: Stepper,
     comparison_grid: Sequence[int],
     *,
     spectrum_fn: SpectrumFn | None = None,
@@ -1189,7 +1189,7 @@ def default_comparison_grid(grids: Iterable[Sequence[int]]) -> tuple[int, ...]:
     return min(grids, key=lambda g: int(np.prod(g)))
 
 
-def _check_compatible(owner: str, name: str, stepper: Any, fine: Any) -> None:
+def _check_compatible(owner: str, name: str, stepper: Stepper, fine: Any) -> None:
     """Same variables, ``dt`` and domain as the reference (grids may differ)."""
     check_stepper(owner, stepper, f"stepper {name!r}")
     check_compatible(
@@ -1209,7 +1209,7 @@ def _as_precomputed(item: Any) -> Precomputed:
 
 
 def run_front(
-    fine_solver: Any,
+    fine_solver: Stepper,
     ladder_grids: Sequence[int | Sequence[int]],
     learned: Mapping[str, Any],
     initial_states_fine: Any,

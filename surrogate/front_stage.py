@@ -22,6 +22,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from solvers.stepper import Stepper
+
 log = logging.getLogger(__name__)
 
 STAGE_TIMES = "stage_times.json"
@@ -41,7 +43,7 @@ def fine_solver_of(data_dir: Path) -> Any:
     return solvers.build_solver(name, **info["solver_config"])
 
 
-def stepper_solver(solver: Any, target: Any) -> Any:
+def stepper_solver(solver: Stepper, target: Any) -> Any:
     """``solver`` on a learned stepper's grid (itself when the grids agree).
 
     ``target`` is a stepper or a :class:`solvers.Grid`.
@@ -59,7 +61,7 @@ def stepper_solver(solver: Any, target: Any) -> Any:
 
 
 def fine_initial_states(
-    solver: Any, num_trajectories: int, spinup_steps: int, *, seed: int, first_index: int
+    solver: Stepper, num_trajectories: int, spinup_steps: int, *, seed: int, first_index: int
 ) -> np.ndarray:
     """Spun-up states ``(B, C, *fine grid)`` from trajectory indices ``first_index + i``.
 
@@ -133,7 +135,7 @@ def add_stage_time(run_dir: Path, stage: str, seconds: float) -> dict[str, float
 
 
 def stage_front(
-    stepper: Any,
+    stepper: Stepper,
     data_dir: Path,
     run_dir: Path,
     *,
@@ -256,7 +258,7 @@ def stage_front(
 
 def hybrid_run(
     fine: Any,
-    stepper: Any,
+    stepper: Stepper,
     x0_fine: Any,
     num_steps: int,
     solver_grid: int,

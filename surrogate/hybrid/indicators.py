@@ -30,7 +30,7 @@ import numpy as np
 from solvers.pytree import pytree_dataclass
 from solvers.resolution import coarsened, spectral_resample
 from solvers.spectral import rfft_weights
-from solvers.stepper import HasCourantNumber, HasDiagnostics
+from solvers.stepper import HasCourantNumber, HasDiagnostics, Stepper
 
 Array = jax.Array
 
@@ -70,7 +70,7 @@ class Indicator(Protocol):
     def __call__(self, context: IndicatorContext) -> Array: ...
 
 
-def bind_indicator(indicator: Any, solver: Any, surrogate: Any) -> Any:
+def bind_indicator(indicator: Any, solver: Stepper, surrogate: Stepper) -> Any:
     """Call ``indicator.bind(solver, surrogate)`` when it exists, else return it unchanged."""
     bind = getattr(indicator, "bind", None)
     return indicator if bind is None else bind(solver, surrogate)
@@ -139,7 +139,7 @@ class InvariantDrift:
         kind = "relative drift" if self.relative else "absolute drift"
         return f"{kind} of {self.quantity} since the last solver-verified state"
 
-    def bind(self, solver: Any, surrogate: Any) -> InvariantDrift:
+    def bind(self, solver: Stepper, surrogate: Stepper) -> InvariantDrift:
         """Attach ``solver`` and check that ``quantity`` is one of its diagnostics.
 
         Raises:
@@ -224,7 +224,7 @@ class EnsembleSpread:
         if isinstance(self.key, int):
             object.__setattr__(self, "key", jax.random.key(self.key))
 
-    def bind(self, solver: Any, surrogate: Any) -> EnsembleSpread:
+    def bind(self, solver: Stepper, surrogate: Stepper) -> EnsembleSpread:
         """This indicator for the runner's steppers (checks the surrogate can be perturbed)."""
         return dataclasses.replace(self, surrogate=surrogate)
 
@@ -334,7 +334,7 @@ class SpectralTail:
 
 
 # ---------------------------------------------------------------------------------------
-def coarse_solver_like(solver: Any, factor: int = 2) -> Any:
+def coarse_solver_like(solver: Stepper, factor: int = 2) -> Any:
     """The same solver on a grid ``factor`` times coarser, same internal step.
 
     :func:`solvers.resolution.coarsened`: the solver must be rebuildable on another grid
@@ -381,7 +381,7 @@ class CourantNumber:
     units = "1"
     long_name = "advective Courant number of the proposal at the solver's internal step"
 
-    def bind(self, solver: Any, surrogate: Any) -> CourantNumber:
+    def bind(self, solver: Stepper, surrogate: Stepper) -> CourantNumber:
         """Attach ``solver``.
 
         Raises:
@@ -438,7 +438,7 @@ class CoarseSolverCheck:
         if isinstance(f, bool) or not isinstance(f, int) or f < 2:
             raise ValueError(f"CoarseSolverCheck: factor must be an int >= 2, got {f!r}")
 
-    def bind(self, solver: Any, surrogate: Any) -> CoarseSolverCheck:
+    def bind(self, solver: Stepper, surrogate: Stepper) -> CoarseSolverCheck:
         """Build (or check) the coarse solver against the runner's solver.
 
         Raises:

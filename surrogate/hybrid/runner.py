@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from solvers.base import check_int, check_pytree
 from solvers.grid import Grid
 from solvers.rollout import NonFiniteError
-from solvers.stepper import STEPPER_ATTRIBUTES, mismatches
+from solvers.stepper import STEPPER_ATTRIBUTES, Stepper, mismatches
 from surrogate.distributed import DATA_AXIS, check_divisible, replicate, shard_batch, to_host
 from surrogate.hybrid.chunk import (
     DISPATCH_MODES,
@@ -48,7 +48,7 @@ from surrogate.hybrid.sweep import compare_cost, sweep_thresholds
 Array = jax.Array
 
 
-def _grid_of(stepper: Any, which: str) -> Grid | Any:
+def _grid_of(stepper: Stepper, which: str) -> Grid | Any:
     grid = getattr(stepper, "grid", None)
     if grid is None:
         raise TypeError(f"HybridRunner: {which} has no 'grid' attribute (steppers need one)")
@@ -62,7 +62,7 @@ def _grid_shape(grid: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in n)
 
 
-def _describe(stepper: Any) -> dict[str, Any]:
+def _describe(stepper: Stepper) -> dict[str, Any]:
     out: dict[str, Any] = {"type": type(stepper).__name__, "repr": repr(stepper)[:2000]}
     cfg = getattr(stepper, "config", None)
     if callable(cfg):
@@ -115,8 +115,8 @@ class HybridRunner:
 
     def __init__(
         self,
-        solver: Any,
-        surrogate: Any,
+        solver: Stepper,
+        surrogate: Stepper,
         policy: Any,
         indicators: Sequence[Any] = (),
         *,
