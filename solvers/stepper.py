@@ -75,21 +75,27 @@ class Stepper(Protocol):
 class HasDiagnostics(Protocol):
     """A stepper that reports scalar diagnostics of a state (energy, mass, ...)."""
 
-    def diagnostics(self, state: Array) -> dict[str, Array]: ...
+    def diagnostics(self, state: Array) -> dict[str, Array]:
+        """Named scalar diagnostics of one state ``(C, *spatial)``."""
+        ...
 
 
 @runtime_checkable
 class HasCourantNumber(Protocol):
     """A stepper that reports the Courant number of its internal step for a state."""
 
-    def courant_number(self, state: Array) -> Array: ...
+    def courant_number(self, state: Array) -> Array:
+        """Scalar Courant number of the internal step for one state ``(C, *spatial)``."""
+        ...
 
 
 @runtime_checkable
 class Rebuildable(Protocol):
     """A stepper whose ``type(s)(**s.config())`` rebuilds it (with changed keywords)."""
 
-    def config(self) -> dict[str, Any]: ...
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords that rebuild the stepper."""
+        ...
 
 
 def check_stepper(owner: str, obj: Any, name: str = "stepper") -> None:

@@ -611,6 +611,7 @@ class MatchedSpeedup:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values of every field (non-finite floats as None)."""
         return _json_safe(dataclasses.asdict(self))
 
 
@@ -950,9 +951,11 @@ class FrontEntry:
         return {"upper": "lower", "lower": "upper"}.get(self.speedup.bound or "")
 
     def error_at(self, lead: int) -> float:
+        """Mean nRMSE after ``lead`` output intervals."""
         return float(self.error[lead])
 
     def to_dict(self, lead: int | None = None) -> dict[str, Any]:
+        """This entry's line of ``front.json`` (with ``error_at_lead`` when ``lead`` is given)."""
         d = {
             "kind": self.kind,
             "name": self.name,
@@ -1039,9 +1042,11 @@ class Front:
 
     @property
     def lead_times(self) -> np.ndarray:
+        """``(T+1,)`` times of the scored frames, 0 first."""
         return np.arange(self.num_leads + 1) * self.dt
 
     def by_kind(self, *kinds: str) -> list[FrontEntry]:
+        """The entries of the given kinds, in front order."""
         return [e for e in self.entries if e.kind in kinds]
 
     def best(self) -> FrontEntry | None:
