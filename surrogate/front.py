@@ -893,7 +893,8 @@ class FrontEntry:
         cost: ``cost_s_per_trajectory_per_time_unit``.
         compile_s: compile seconds (None when unknown).
         run_s: best wall seconds of one batched rollout of ``T`` intervals (None for
-            precomputed runs), over the repeats and the chunks of the long run.
+            precomputed runs), over the repeats, the chunks of the long run and the
+            interleaved timing rounds.
         timed_runs: how many runs ``run_s`` is the best of.
         error: ``(T+1,)`` mean nRMSE per lead (lead 0 first).
         correlation: ``(T+1,)`` mean correlation per lead.
@@ -1232,6 +1233,7 @@ def run_front(
     spectrum_fn: SpectrumFn | None = None,
     enstrophy_fn: EnstrophyFn | None = None,
     floor: bool = False,
+    timing_rounds: int | None = None,
 ) -> Front:
     """Run the solver ladder, the learned steppers and the hybrid; score them; match costs.
 
@@ -1267,7 +1269,7 @@ def run_front(
             enstrophy error unless ``reference_spectrum`` is None).
         comparison_grid: points per axis (default: the coarsest grid among the steppers).
         repeats: timed runs per stepper (the fine reference runs once); the chunks of the
-            long run count as further timed runs.
+            long run and the ``timing_rounds`` count as further timed runs.
         spectrum_fn: ``states (..., C, *comparison grid) -> (k, E (..., K))``; default the
             fine solver's class rebuilt on the comparison grid, its ``energy_spectrum``.
         enstrophy_fn: ``states -> (...)``; default :func:`half_mean_square`.
@@ -1278,6 +1280,10 @@ def run_front(
             ``ceiling``: what a stepper at the floor with their cost would give) and the
             fraction of the gap from the ladder rung on their grid to the floor they
             close (``gap_closed``).
+        timing_rounds: after every stepper has run, this many more timed runs of each
+            (ladder and learned steppers), interleaved round by round, so that a
+            disturbance of the machine meets every stepper alike rather than the one that
+            happened to run then (default: ``repeats``; 0: none).
 
     Returns:
         The :class:`Front`.
@@ -1379,7 +1385,6 @@ def run_front(
                 long, long_total = lr.frames, lr.num_steps
                 # The chunks run the same program on the same batch: more timing samples.
                 times += lr.run_s_all
-            best = min(times)
             runs.append(
                 {
                     "kind": kind,
@@ -1389,16 +1394,33 @@ def run_front(
                     if kind in ("reference", "solver", "floor")
                     else None,
                     "traj": run.trajectory,
-                    "cost": best / (batch * int(num_leads) * float(st.dt)),
+                    "times": times,
+                    "timing": None if fine_only else (run.program, st, xs),
+                    "dt": float(st.dt),
                     "compile_s": run.compile_s,
-                    "run_s": best,
-                    "timed_runs": len(times),
                     "long": long,
                 }
             )
             bar.update(1)
     finally:
         bar.close()
+    rounds = repeats if timing_rounds is None else timing_rounds
+    rounds = check_int(owner, "timing_rounds", rounds, 0)
+    for _ in range(rounds):
+        for r in runs:
+            if r["timing"] is not None:
+                program, st, xs = r["timing"]
+                t0 = time.perf_counter()
+                jax.block_until_ready(program(st, xs))
+                r["times"].append(time.perf_counter() - t0)
+    for r in runs:
+        times = r.pop("times")
+        r.pop("timing")
+        r.update(
+            cost=min(times) / (batch * int(num_leads) * r.pop("dt")),
+            run_s=min(times),
+            timed_runs=len(times),
+        )
     for h in hybrids:
         runs.append(
             {

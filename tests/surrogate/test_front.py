@@ -282,6 +282,11 @@ def test_tiny_front_end_to_end_and_front_json_round_trip(tiny_fine, tmp_path):
         "scaled reference",
     ]
     assert front.comparison_grid == (16, 16) and front.batch_size == 2
+    # Timed runs: each stepper once (repeats=1), plus the two chunks of 3 intervals of its
+    # long run (the reference too: it gives the climatology here; the floor has none),
+    # plus, for all but the fine runs, one interleaved round (timing_rounds = repeats).
+    assert by_name["reference 32x32"].timed_runs == 3 and by_name[floor_name].timed_runs == 1
+    assert [by_name[n].timed_runs for n in ("solver 16x16", "persistence")] == [4, 4]
     assert front.long_rollout_steps == 6  # rounded up to whole rollouts of 3
     rung = by_name["solver 32x32"]
     assert rung.substeps == fine.num_substeps
