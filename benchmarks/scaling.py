@@ -12,6 +12,7 @@ Prints one JSON line per measurement::
     python benchmarks/scaling.py                          # devices 1 2 4, processes 1 2
     python benchmarks/scaling.py --quick                  # smaller work (a minute or two)
     python benchmarks/scaling.py --devices 1 --processes 1 2 4
+    python benchmarks/scaling.py --problem kolmogorov --devices 1 2   # the main job's work
 
 Figures, per worker count ``n`` (warm: compilation excluded, best of ``--repeats``):
 
@@ -21,6 +22,10 @@ Figures, per worker count ``n`` (warm: compilation excluded, best of ``--repeats
 - ``training``: samples/s of the jitted data-parallel train step (FNO 1D, width 32,
   128 points, global batch ``--train-batch``, default 128); its gradient all-reduce
   crosses processes in the processes mode (one flat buffer per step);
+- with ``--problem kolmogorov`` the main job's work instead: ``generation`` runs the fine
+  128^2 Navier-Stokes solver (59 substeps per interval) on chunks of 4 trajectories x 4
+  frames, ``training`` the learned correction (32^2 solver plus ``fno_coarse``, one-step
+  loss through the solver) at the main job's global batch of 8;
 - ``speedup = throughput(n) / throughput(one process, one device)`` and
   ``efficiency = speedup / n``.
 
@@ -55,14 +60,20 @@ import jax, jax.numpy as jnp, numpy as np
 from surrogate import distributed
 
 n, quick, repeats, b = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
+problem = sys.argv[5]
 distributed.initialize_from_env()  # joins when hs-launch set JAX_* (processes mode)
 mesh = distributed.data_mesh(n) if jax.process_count() == 1 else distributed.data_mesh()
 from datasets.generation import simulate_batch
-from solvers import KuramotoSivashinsky
+from solvers import KuramotoSivashinsky, NavierStokes2D
+from solvers.resolution import at_resolution
 
-solver = KuramotoSivashinsky(num_points=128, domain_length=64.0, dt=0.5, num_substeps=4)
-batch = 32 if quick else 64
-frames = 20 if quick else 50
+if problem == "ks":
+    solver = KuramotoSivashinsky(num_points=128, domain_length=64.0, dt=0.5, num_substeps=4)
+    batch = 32 if quick else 64
+    frames = 20 if quick else 50
+else:  # the main job: the fine 128^2 Kolmogorov solver, chunks of 4 trajectories
+    solver = NavierStokes2D(num_points=64 if quick else 128, dt=0.5, num_substeps=59)
+    batch, frames = 4, 2 if quick else 4
 idx = distributed.shard_batch(np.arange(batch, dtype=np.int32), mesh)
 key = distributed.replicate(jax.random.key(0), mesh)
 run = lambda: jax.block_until_ready(simulate_batch(solver, key, idx, frames, 0, mesh=mesh))
@@ -82,23 +93,37 @@ class Stats:
     state_mean = np.zeros(1); state_std = np.ones(1)
     delta_mean = np.zeros(1); delta_std = np.ones(1)
 
-spec = ForecasterSpec.create(
-    model_name="fno", model_kwargs={"width": 32, "modes": 16, "num_layers": 4},
-    variables=solver.variables, units=dict(solver.units), grid=solver.grid.to_dict(),
-    dt=solver.dt, history=1)
-f = init_forecaster(spec, Stats())
+if problem == "ks":
+    spec = ForecasterSpec.create(
+        model_name="fno", model_kwargs={"width": 32, "modes": 16, "num_layers": 4},
+        variables=solver.variables, units=dict(solver.units), grid=solver.grid.to_dict(),
+        dt=solver.dt, history=1)
+    f = init_forecaster(spec, Stats())
+    shape = (1, 128)
+else:  # the main job's learned correction: the 32^2 solver plus fno_coarse
+    from surrogate.correction import init_correction
+    coarse = at_resolution(solver, 32)
+    spec = ForecasterSpec.create(
+        model_name="fno",
+        model_kwargs={"width": 16, "modes": 8, "num_layers": 4, "projection_channels": 32},
+        variables=coarse.variables, units=dict(coarse.units), grid=coarse.grid.to_dict(),
+        dt=coarse.dt, history=1)
+    from surrogate.forecaster import Normalization
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    f = init_correction(coarse, spec, Normalization(zero, one, zero, one))
+    shape = (1, 32, 32)
 cfg = TrainConfig(num_steps=100, batch_size=b)
 opt, _ = make_optimizer(cfg)
 step = make_train_step(f, opt, cfg, 1, mesh)
 params = distributed.replicate(jax.tree.map(jnp.copy, f.params), mesh)
 state = distributed.replicate(opt.init(params), mesh)
 rng = np.random.default_rng(0)
-x = distributed.shard_batch(rng.standard_normal((b, 1, 1, 128)).astype(np.float32), mesh)
-y = distributed.shard_batch(rng.standard_normal((b, 1, 1, 128)).astype(np.float32), mesh)
+x = distributed.shard_batch(rng.standard_normal((b, 1, *shape)).astype(np.float32), mesh)
+y = distributed.shard_batch(rng.standard_normal((b, 1, *shape)).astype(np.float32), mesh)
 k = distributed.replicate(jax.random.key(0), mesh)
 params, state, loss, _ = step(params, state, x, y, k)
 jax.block_until_ready(loss)
-steps = 5 if quick else 20
+steps = (5 if quick else 20) if problem == "ks" else (3 if quick else 10)
 tr = 0.0
 for _ in range(repeats):
     t = time.perf_counter()
@@ -120,6 +145,7 @@ def measure(
     train_batch: int,
     processes: int = 0,
     pin: bool = True,
+    problem: str = "ks",
 ) -> dict:
     """One measurement: ``n`` devices in one process, or ``processes`` pinned processes."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -136,6 +162,7 @@ def measure(
         "1" if quick else "0",
         str(repeats),
         str(train_batch),
+        problem,
     ]
     if processes:
         logs = tempfile.mkdtemp(prefix="scaling-logs-")
@@ -156,17 +183,30 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept")
-    ap.add_argument("--train-batch", type=int, default=128, help="global training batch")
+    ap.add_argument(
+        "--train-batch", type=int, default=None, help="global training batch (ks 128, kolmogorov 8)"
+    )
     ap.add_argument("--no-pin", action="store_true", help="processes share all cores")
     ap.add_argument("--real", action="store_true", help="real devices, no forced CPU ones")
+    ap.add_argument(
+        "--problem",
+        choices=("ks", "kolmogorov"),
+        default="ks",
+        help="ks: KS generation and FNO-1D training; kolmogorov: the main job's fine 128^2 "
+        "Navier-Stokes generation and its learned-correction training (default batch 8)",
+    )
     args = ap.parse_args()
+    if args.train_batch is None:  # kolmogorov: the main job's training batch
+        args.train_batch = 128 if args.problem == "ks" else 8
     cores = len(os.sched_getaffinity(0))
-    base = measure(1, args.quick, args.real, args.repeats, args.train_batch)
+    base = measure(1, args.quick, args.real, args.repeats, args.train_batch, problem=args.problem)
     runs = [
         (
             "devices",
             n,
-            measure(n, args.quick, args.real, args.repeats, args.train_batch) if n > 1 else base,
+            measure(n, args.quick, args.real, args.repeats, args.train_batch, problem=args.problem)
+            if n > 1
+            else base,
         )
         for n in args.devices
     ]
@@ -182,6 +222,7 @@ def main() -> None:
                 args.train_batch,
                 processes=p,
                 pin=not args.no_pin,
+                problem=args.problem,
             ),
         )
         for p in args.processes
@@ -198,6 +239,7 @@ def main() -> None:
                         "unit": unit,
                         "speedup": round(r[what] / base[what], 3),
                         "efficiency": round(r[what] / (n * base[what]), 3),
+                        "problem": args.problem,
                         "forced_cpu_devices": not args.real,
                         "host_cores": cores,
                     }
