@@ -28,6 +28,7 @@ import numpy as np
 from datasets.manifest import MANIFEST_NAME
 from datasets.plumbing import distribution_versions, package_version
 from datasets.storage import normalise
+from solvers.base import is_int
 from solvers.stepper import Stepper
 
 log = logging.getLogger("datasets")
@@ -172,9 +173,6 @@ def coarse_graining_record(
         return None
     fine = [int(n) for n in solver.grid.num_points]
 
-    def is_int(n: Any) -> bool:
-        return isinstance(n, int | np.integer) and not isinstance(n, bool)
-
     if is_int(store_num_points):
         coarse = [int(store_num_points)] * len(fine)  # type: ignore[arg-type]
     elif isinstance(store_num_points, Sequence) and not isinstance(store_num_points, str):
@@ -214,11 +212,7 @@ def stored_num_points(spec: Mapping[str, Any]) -> tuple[int, ...] | None:
         )
     for key in ("fine_num_points", "num_points"):
         points = record[key]
-        if not (
-            isinstance(points, list)
-            and points
-            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in points)
-        ):
+        if not (isinstance(points, list) and points and all(is_int(n) and n >= 2 for n in points)):
             raise ValueError(f"coarse_graining.{key} = {points!r} is not a list of ints >= 2")
     return tuple(record["num_points"])
 

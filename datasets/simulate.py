@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from datasets.manifest import read_manifest
 from datasets.plumbing import DATA_AXIS, map_rows
 from datasets.provenance import rebuild_solver, stored_num_points
+from solvers.base import is_int
 from solvers.stepper import Stepper
 
 
@@ -172,6 +173,6 @@ def regenerate_trajectory(
     See :func:`regenerate_trajectories`; equal, bit for bit, to the stored frames when
     run on the same software stack.
     """
-    if isinstance(index, bool) or not isinstance(index, int | np.integer):
+    if not is_int(index):
         raise IndexError(f"trajectory index must be an int, got {index!r}")
     return regenerate_trajectories(dataset, [index], solver=solver)[0]

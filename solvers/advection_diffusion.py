@@ -16,6 +16,7 @@ from solvers.base import (
     check_positive,
     check_substeps,
     complex_dtype,
+    is_int,
     resolve_precision,
 )
 from solvers.etdrk4 import ETDRK4Solver
@@ -115,9 +116,7 @@ class AdvectionDiffusion(ETDRK4Solver):
     ) -> None:
         owner = type(self).__name__
         n = _as_tuple(owner, "num_points", num_points, None)
-        if len(n) not in _AXES or not all(
-            isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 4 for v in n
-        ):
+        if len(n) not in _AXES or not all(is_int(v) and v >= 4 for v in n):
             raise ValueError(
                 f"{owner}: num_points must be an int >= 4 (1D) or a pair (ny, nx) of such "
                 f"ints (2D), got {num_points!r}"

@@ -279,6 +279,11 @@ def check_nonnegative(owner: str, **values: float) -> None:
             raise ValueError(f"{owner}: {k} must be a finite number >= 0, got {v!r}")
 
 
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), bools excluded."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def check_int(
     owner: str, name: str, value: int, low: int, high: int | None = None, meaning: str = ""
 ) -> int:
@@ -288,8 +293,7 @@ def check_int(
         ValueError: naming ``name``, the allowed range and ``meaning`` (a parenthesised
             hint), for a non-integer (bools included) or an out-of-range value.
     """
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
+    if not is_int(value) or value < low or (high is not None and value > high):
         span = f">= {low}" if high is None else f"in [{low}, {high}]"
         hint = f" ({meaning})" if meaning else ""
         raise ValueError(f"{owner}: {name} must be an int {span}{hint}, got {value!r}")

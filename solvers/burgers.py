@@ -14,6 +14,7 @@ from solvers.base import (
     check_positive,
     check_stability,
     check_substeps,
+    is_int,
     resolve_precision,
 )
 from solvers.etdrk4 import ETDRK4Solver
@@ -102,7 +103,7 @@ class Burgers(ETDRK4Solver):
             initial_amplitude=initial_amplitude,
         )
         num_substeps = check_substeps(owner, num_substeps)
-        if not isinstance(num_points, int) or num_points < 8 or num_points % 2:
+        if not is_int(num_points) or num_points < 8 or num_points % 2:
             raise ValueError(f"{owner}: num_points must be an even int >= 8, got {num_points!r}")
         check_int(owner, "initial_max_mode", initial_max_mode, 1, num_points // 3)
         dtype = resolve_precision(precision)

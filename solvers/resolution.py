@@ -31,8 +31,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from solvers.base import check_int, is_int
 from solvers.pytree import register_fields
 from solvers.stepper import Stepper
 
@@ -129,7 +129,7 @@ def coarsen(state: Array, factor: int = 2, ndim: int | None = None) -> Array:
     """
     ndim = state.ndim - 1 if ndim is None else ndim
     sizes = state.shape[state.ndim - ndim :]
-    if not isinstance(factor, int) or factor < 1 or any(n % factor for n in sizes):
+    if not is_int(factor) or factor < 1 or any(n % factor for n in sizes):
         raise ValueError(
             f"coarsen: factor must be an int >= 1 dividing every spatial size {tuple(sizes)}, "
             f"got {factor!r}"
@@ -140,8 +140,7 @@ def coarsen(state: Array, factor: int = 2, ndim: int | None = None) -> Array:
 def refine(state: Array, factor: int = 2, ndim: int | None = None) -> Array:
     """Zero-pad the spectrum of the last ``ndim`` axes by an integer ``factor`` (``n -> n factor``)."""
     ndim = state.ndim - 1 if ndim is None else ndim
-    if not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"refine: factor must be an int >= 1, got {factor!r}")
+    factor = check_int("refine", "factor", factor, 1)
     sizes = state.shape[state.ndim - ndim :]
     return spectral_resample(state, tuple(n * factor for n in sizes))
 
@@ -251,8 +250,7 @@ def coarsened(solver: Stepper, factor: int, *, num_substeps: int | None | str = 
             config lacks ``num_points``, or the solver rejects the coarse configuration
             (its message is included).
     """
-    if isinstance(factor, bool) or not isinstance(factor, int | np.integer) or factor < 1:
-        raise ValueError(f"coarsened: factor must be an int >= 1, got {factor!r}")
+    factor = check_int("coarsened", "factor", factor, 1)
     config = getattr(solver, "config", None)
     cfg = dict(config()) if callable(config) else {}
     name = type(solver).__name__

@@ -141,16 +141,7 @@ class LearnedCorrection:
         return new
 
     # ---- the map ---------------------------------------------------------------------------
-    def step_batch(self, frames: Array, params=None) -> Array:
-        """Deprecated name of :meth:`advance_windows` (``step`` is a solver's substep)."""
-        import warnings
-
-        warnings.warn(
-            f"{type(self).__name__}.step_batch is deprecated; use advance_windows",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.advance_windows(frames, params)
+    step_batch = Forecaster.step_batch  # deprecated name of advance_windows
 
     def advance_windows(self, frames: Array, params=None) -> Array:
         """Next states from a batch of one-frame windows.

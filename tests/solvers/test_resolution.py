@@ -100,6 +100,12 @@ def test_coarsen_and_refine_are_integer_factor_resampling(x64):
     np.testing.assert_array_equal(refine(u, 2), spectral_resample(u, (24, 16)))
     with pytest.raises(ValueError, match="factor must be an int >= 1 dividing"):
         coarsen(u, 5)
+    # numpy integers count as ints, bools do not (True would silently mean 1)
+    np.testing.assert_array_equal(refine(u, np.int64(2)), refine(u, 2))
+    with pytest.raises(ValueError, match="factor must be an int >= 1 dividing"):
+        coarsen(u, True)
+    with pytest.raises(ValueError, match="refine: factor must be an int >= 1, got True"):
+        refine(u, True)
 
 
 def unstable(cls, config, num_substeps) -> bool:
