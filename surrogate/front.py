@@ -1734,6 +1734,8 @@ def plot_front(front: Front, path: PathLike) -> Path:
         )
     for e in others:
         ax_c.plot(t, e.correlation, color=colors[e.name], linewidth=1.6, label=e.name)
+    for e in front.by_kind("floor"):
+        ax_c.plot(t, e.correlation, "--", color="tab:green", linewidth=1.2, label="floor")
     ax_c.axhline(front.threshold, color="gray", linestyle="--", linewidth=1.0)
     ax_c.text(
         t[-1], front.threshold, f" {front.threshold:g}", va="bottom", ha="right", color="gray"
