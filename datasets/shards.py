@@ -20,7 +20,7 @@ import numpy as np
 from datasets import plumbing, storage
 from datasets.manifest import MANIFEST_NAME, split_ranges, trajectory_splits
 from datasets.provenance import stored_num_points
-from datasets.simulate import simulate_batch
+from datasets.simulate import padded_indices, simulate_batch
 from solvers.stepper import Stepper
 
 
@@ -93,8 +93,7 @@ def _dispatch_shard(
     chunks = []
     for c0 in range(start, stop, batch_size):
         idx = np.arange(c0, min(c0 + batch_size, stop), dtype=np.int32)
-        # Pad to batch_size so every chunk has one shape: one compilation per run.
-        padded = np.concatenate([idx, np.full(batch_size - idx.size, idx[-1], np.int32)])
+        padded = padded_indices(idx, batch_size)
         if mesh is not None:
             padded = jax.device_put(padded, rows)
         out = simulate_batch(

@@ -39,6 +39,16 @@ def precision_scope(precision: str) -> Iterator[None]:
         yield
 
 
+def padded_indices(indices: Any, batch_size: int) -> np.ndarray:
+    """``indices`` (int32) padded to ``batch_size`` by repeating the last one.
+
+    Every chunk then has one shape, so :func:`simulate_batch` compiles once per run; the
+    caller keeps the first ``len(indices)`` rows.
+    """
+    idx = np.asarray(indices, dtype=np.int32)
+    return np.concatenate([idx, np.full(batch_size - idx.size, idx[-1], np.int32)])
+
+
 @functools.partial(
     jax.jit, static_argnames=("num_frames", "spinup_steps", "mesh", "store_num_points")
 )
@@ -151,17 +161,16 @@ def regenerate_trajectories(
     with precision_scope(manifest["layout"]["precision"]):
         solver = rebuild_solver(manifest) if solver is None else solver
         for c0 in range(0, len(indices), batch):
-            idx = np.asarray(indices[c0 : c0 + batch], dtype=np.int32)
-            padded = np.concatenate([idx, np.full(batch - idx.size, idx[-1], np.int32)])
+            idx = indices[c0 : c0 + batch]
             frames, _ = simulate_batch(
                 solver,
                 key,
-                padded,
+                padded_indices(idx, batch),
                 num_frames=spec["num_frames"],
                 spinup_steps=spec["spinup_steps"],
                 store_num_points=store,
             )
-            out.append(np.asarray(frames)[: idx.size])
+            out.append(np.asarray(frames)[: len(idx)])
     return np.concatenate(out)
 
 

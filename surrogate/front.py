@@ -1380,7 +1380,10 @@ def run_front(
             run = run_stepper(st, xs, int(num_leads), repeats=1 if fine_only else repeats)
             long = None
             times = list(run.run_s_all)
-            if long_steps and (kind == "reference" and reference_spectrum is None or not fine_only):
+            # Long runs give every stepper's climate; the fine solver runs one only when it
+            # must provide the reference climate itself (the floor never does).
+            needs_long = not fine_only or (kind == "reference" and reference_spectrum is None)
+            if long_steps and needs_long:
                 lr = long_run_frames(st, xs, long_steps, grid_c, run=run)
                 long, long_total = lr.frames, lr.num_steps
                 # The chunks run the same program on the same batch: more timing samples.

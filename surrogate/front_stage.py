@@ -251,8 +251,9 @@ def stage_front(
     text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     atomic_write_text(out, text, parents=True, sync_directory=False)
     log.info("front: %s (%.1f s)", headline(data), data["wall_s"])
-    if floor_sentence(data):
-        log.info("front: %s", floor_sentence(data))
+    floor_text = floor_sentence(data)
+    if floor_text:
+        log.info("front: %s", floor_text)
     return data
 
 
@@ -333,7 +334,9 @@ def floor_sentence(front: Mapping[str, Any]) -> str | None:
     floor = front.get("floor_error")
     if floor is None:
         return None
-    grid = "x".join(str(n) for n in front.get("comparison_grid", []))
+    from surrogate.front import _grid_name
+
+    grid = _grid_name(front.get("comparison_grid", []))
     text = (
         f"Error floor at lead {front.get('lead')}: {floor:.3g} ({front.get('floor_stepper')}, "
         f"what exact dynamics reach from the {grid} state alone)"

@@ -371,8 +371,9 @@ def _front_section(front: Mapping[str, Any], figures: Path) -> list[Block]:
     from surrogate.front_stage import floor_sentence, headline
 
     blocks = [_h(_VERDICT_HEADING), _p(headline(front) + ".")]
-    if floor_sentence(front):
-        blocks.append(_p(floor_sentence(front) + "."))
+    floor_text = floor_sentence(front)
+    if floor_text:
+        blocks.append(_p(floor_text + "."))
     bound = front.get("bound")
     if bound == "upper":
         blocks.append(

@@ -66,7 +66,9 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
     # The floor: the fine solver from the 16^2 states, scored on 16^2; every learned stepper
     # is placed against it.
     floor = front["steppers"][4]
-    assert floor["error"][0] < 1e-6 and front["floor_error"] == floor["error_at_lead"]
+    # why: frame 0 is the 16^2 state refined to 32^2 and projected back; four float32 FFTs
+    # of round-off (~1e-7 relative each) separate it from the reference's projection.
+    assert floor["error"][0] < 1e-5 and front["floor_error"] == floor["error_at_lead"]
     assert front["ceiling_speedup_at_matched_error"] is not None
     ref = front["steppers"][0]
     # why: the reference scored against itself; nRMSE is exactly 0 up to float32 round-off.
