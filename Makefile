@@ -21,7 +21,8 @@ run: $(STAMP)
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/hs-pipeline
 
 # `make test` (what CI runs): the default suite, then the integration group (subprocess
-# launches: examples, tiny pipelines, several processes or devices, kill and resume).
+# launches: examples, tiny pipelines, several processes or devices, kill and resume, and
+# in-process checks over 5 s, so that the default suite stays within 8 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m pytest -q -m integration

@@ -99,6 +99,7 @@ def _interrupt_at(index: int, mode: str, work: Path, snapshot: Path):
     return on_op
 
 
+@pytest.mark.integration  # heavy (> 5 s): kept out of the default suite's budget
 def test_overwrite_interrupted_at_every_point_leaves_old_or_new(spec, tmp_path, monkeypatch):
     """Kill (a snapshot of the disk at that instant, mid-deletion too) or fail at each
     rename and deletion of ``save_forecaster(overwrite=True)``: the final name then loads

@@ -104,6 +104,7 @@ def _hook(monkeypatch, on_call):
         monkeypatch.setattr(Checkpoints, name, wrapped)
 
 
+@pytest.mark.integration  # heavy (> 5 s): kept out of the default suite's budget
 def test_kill_at_every_checkpoint_boundary_resumes_bitwise(setup, tmp_path, monkeypatch):
     """Crash before every orbax commit, checksum sidecar and pruning deletion of a run with
     "best" and "last" checkpoints interleaved (the best ahead of the last included), then

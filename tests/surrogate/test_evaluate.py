@@ -197,6 +197,7 @@ def test_dataset_input_and_statistics(ks, ks_truth):
         evaluate(ks, truth, statistics=Stats(stats.climatology, stats.state_std, ("v",)))
 
 
+@pytest.mark.integration  # heavy (> 5 s): kept out of the default suite's budget
 def test_2d_with_frames_several_steps_apart(tmp_path):
     solver = AdvectionDiffusion(
         num_points=(16, 12),

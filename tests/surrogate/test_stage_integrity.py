@@ -38,6 +38,7 @@ def test_a_wrong_length_normalisation_is_refused_naming_the_field():
     assert Normalization.from_statistics(Stats).state_std.shape == (3,)  # caught at build
 
 
+@pytest.mark.integration  # heavy (> 5 s): kept out of the default suite's budget
 def test_a_kill_while_drawing_leaves_evaluate_incomplete(tmp_path, monkeypatch):
     solver = KuramotoSivashinsky(num_points=32, domain_length=22.0, dt=1.0, num_substeps=4)
     data = datasets.generate(

@@ -179,6 +179,7 @@ def test_nan_loss_stops_and_keeps_good_checkpoint(setup, tmp_path):
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(res.forecaster.params))
 
 
+@pytest.mark.integration  # heavy (> 5 s): kept out of the default suite's budget
 def test_rollout_curriculum_pushforward_noise_bf16(setup, tmp_path):
     _, data, spec, stats = setup
     cfg = small_config(
