@@ -23,13 +23,16 @@ Sections (one function each, run by :func:`main` in this order):
 - ``models_throughput``: training samples/s of every registered model at its default config
   (``configs/model/*.yaml``) on ``(16, 1, 64, 64)`` 2D inputs, and inference samples/s.
 
-About ``--thp``. XLA:CPU allocates each execution's scratch memory (hundreds of MB for a
-training step) fresh from the OS and returns it afterwards, so every step page-faults it in
-again, 4 KiB at a time; on small VMs that is 30 % or more of a training step's CPU time (see
-``sys_ms`` and ``minor_faults``). ``--thp`` re-runs the benchmark with
-``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (transparent huge pages for malloc, glibc >= 2.35),
-which cuts the faults about 200-fold; the variable is inherited by the peer process so both
-sides run under it.
+About memory. XLA:CPU allocates each execution's scratch memory (hundreds of MB for a
+training step) with malloc and frees it afterwards; with glibc's defaults the pages go back to
+the OS, so every step page-faults them in again, 4 KiB at a time; on small VMs that is 30 % or
+more of a training step's CPU time (see ``sys_ms`` and ``minor_faults``). The package's entry
+points call :func:`solvers.retain_freed_memory` first (one arena, no mmap, no trimming: freed
+memory is reused), and so does this benchmark for our side (``env.retain_freed_memory``);
+``--glibc-defaults`` skips it. The peer process runs with glibc's defaults (PyTorch's step
+faults far less). ``--thp`` re-runs both sides with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
+(transparent huge pages for malloc, glibc >= 2.35; the variable is inherited by the peer
+process, and our side then leaves malloc as the variable says).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from solvers.allocator import retain_freed_memory  # noqa: E402
 from surrogate.models import MODELS, count_parameters  # noqa: E402
 from surrogate.models.fno import FNO  # noqa: E402
 
@@ -63,6 +67,7 @@ if not PEER_SCRIPT.exists():
     PEER_SCRIPT = pathlib.Path("/work/shared/peers/fno_neuraloperator.py")
 PEER_PYTHON = REPO / "peers-venv" / "bin" / "python"
 THP_TUNABLE = "glibc.malloc.hugetlb=1"
+ALLOCATOR = {"retain_freed_memory": False}
 
 # The two cases of the peer script, as (name, FNO kwargs, spatial, train batch, infer batches).
 # neuraloperator FNO(n_modes=(16, 16), hidden_channels=32, n_layers=4) with its defaults:
@@ -196,6 +201,9 @@ def environment() -> dict[str, Any]:
         "devices": [str(d) for d in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        # Ours: solvers.retain_freed_memory(), as the hs-* entry points apply it; the peer
+        # process runs with glibc's defaults (and the same GLIBC_TUNABLES, if any).
+        "retain_freed_memory": ALLOCATOR["retain_freed_memory"],
     }
 
 
@@ -405,6 +413,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="repeats=3, warmup=1, inner=1")
     ap.add_argument("--thp", action="store_true", help="re-run with " + THP_TUNABLE)
     ap.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="skip solvers.retain_freed_memory() (what the package's entry points apply)",
+    )
+    ap.add_argument(
         "--runs",
         default="runs/ks-fno,runs/kolmogorov-fno_medium",
         help="forecast_vs_solver: trained run directories (comma-separated)",
@@ -416,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), THP_TUNABLE]))
         argv = sys.argv[1:] if argv is None else argv
         sys.exit(subprocess.call([sys.executable, __file__, *argv], env=env))
+    if not args.glibc_defaults:
+        ALLOCATOR["retain_freed_memory"] = retain_freed_memory()  # before JAX's threads exist
     if args.quick:
         args.repeats, args.warmup, args.inner_train, args.inner_infer = 3, 1, 1, 1
     unknown = [s for s in args.sections.split(",") if s not in SECTIONS]

@@ -60,6 +60,9 @@ def run(cfg: DictConfig) -> pathlib.Path:
 @hydra.main(version_base=None, config_path="../configs", config_name="config")
 def generate(cfg: DictConfig) -> None:
     """Hydra main: see the module docstring."""
+    from solvers.allocator import retain_freed_memory
+
+    retain_freed_memory()  # before JAX's threads exist (see solvers.allocator)
     run(cfg)
 
 

@@ -23,6 +23,7 @@ from datasets.provenance import solver_class_path
 from datasets.shards import produce_shards, raise_nonfinite
 from datasets.simulate import precision_scope
 from datasets.storage import normalise
+from solvers.allocator import retain_freed_memory
 from solvers.stepper import Stepper
 
 
@@ -191,6 +192,7 @@ def _worker_main(
     exceptions do not cross the process boundary as objects.
     """
     _die_with_parent()
+    retain_freed_memory()  # before JAX's threads exist (see solvers.allocator)
     try:
         jax.config.update("jax_enable_x64", layout["precision"] == "float64")
         solver = _import_class(solver_class)(**solver_config)

@@ -6,6 +6,7 @@ Every solver advances a state ``(C, *spatial)`` by its output interval ``dt``; s
 
 from solvers.adapters import StepSolver, from_exponax, from_step
 from solvers.advection_diffusion import AdvectionDiffusion
+from solvers.allocator import retain_freed_memory
 from solvers.base import Solver
 from solvers.burgers import Burgers
 from solvers.grid import Grid
@@ -56,6 +57,7 @@ __all__ = [
     "from_step",
     "get_solver_class",
     "register",
+    "retain_freed_memory",
     "resolve_trusted",
     "rollout",
     "trust_module",

@@ -671,8 +671,16 @@ def run_stages(cfg, stages) -> Path:
 
 
 def _hydra_main(stages_fn):
-    """Wrap a function of the config in ``hydra.main`` with our config tree."""
+    """Wrap a function of the config in ``hydra.main`` with our config tree.
+
+    First of all (before JAX starts its threads) the process keeps freed memory for reuse:
+    :func:`solvers.retain_freed_memory`, worth ~1.3x on a CPU training step.
+    """
     import hydra
+
+    from solvers.allocator import retain_freed_memory
+
+    retain_freed_memory()
 
     config_path = str(Path(__file__).resolve().parents[1] / "configs")
 
