@@ -1,7 +1,9 @@
 """From solver runs to training data: generation, validation, statistics and loading.
 
 - :func:`generate` runs ensembles of trajectories into sharded CF netCDF files with a
-  manifest (atomic, resumable, checksummed, optionally in several processes);
+  manifest (atomic, resumable, checksummed, optionally in several processes), on the
+  solver's grid or projected onto a coarser one; :func:`coarse_grain` projects a finished
+  dataset onto a further coarse grid without simulating again;
 - :func:`validate` checks schema, consistency, accuracy and completeness;
 - :func:`open_dataset`, :func:`load_trajectories`, :func:`dataset_info` read it back;
 - :func:`compute_statistics` / :func:`load_statistics` give training-split normalisation;
@@ -16,6 +18,7 @@ the unrelated PyPI package of the same name.
 """
 
 from datasets.arrays import from_arrays, from_xarray
+from datasets.coarsening import coarse_grain
 from datasets.generation import generate
 from datasets.loading import (
     ArrayLoader,
@@ -49,6 +52,7 @@ __all__ = [
     "Statistics",
     "ValidationReport",
     "WindowLoader",
+    "coarse_grain",
     "compute_statistics",
     "dataset_identity",
     "dataset_info",

@@ -150,7 +150,7 @@ def _finish_shard(
             frames[keep],
             ids,
             layout=layout,
-            attrs=_shard_attrs(spec, layout, index),
+            attrs=shard_attrs(spec, layout, index),
             compression_level=spec.get("compression_level", 0),
             splits=trajectory_splits(split_ranges(spec["num_trajectories"], spec["splits"]), ids),
         )
@@ -158,7 +158,11 @@ def _finish_shard(
     return record
 
 
-def _shard_attrs(spec: Mapping[str, Any], layout: Mapping[str, Any], index: int) -> dict:
+def shard_attrs(spec: Mapping[str, Any], layout: Mapping[str, Any], index: int) -> dict:
+    """The global attributes of shard ``index`` (CF metadata and the provenance of ``spec``).
+
+    Nothing time- or host-dependent, so a shard's bytes follow from its data and spec.
+    """
     version = spec["package_version"]
     attrs = {
         "Conventions": "CF-1.10",
