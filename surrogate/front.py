@@ -915,6 +915,12 @@ class FrontEntry:
         gap_closed: with a floor entry and a ladder rung on this stepper's grid: the
             fraction of that rung's error above the floor this stepper removes, see
             :func:`gap_closed`.
+        ceiling_corr: like ``ceiling`` on the time to 0.95 correlation (the floor's time at
+            this stepper's cost), else None.
+        free_ceiling, free_ceiling_corr: like ``ceiling`` and ``ceiling_corr`` at the cost
+            of the ladder rung on this stepper's grid alone: what a perfect network that
+            costs nothing, on top of that solver, would give (the bound of the
+            approach on this grid and hardware), else None.
     """
 
     kind: str
@@ -942,6 +948,9 @@ class FrontEntry:
     breakeven_time_units: float | None = None
     ceiling: MatchedSpeedup | None = None
     gap_closed: float | None = None
+    ceiling_corr: MatchedSpeedup | None = None
+    free_ceiling: MatchedSpeedup | None = None
+    free_ceiling_corr: MatchedSpeedup | None = None
 
     @property
     def breakeven_bound(self) -> str | None:
@@ -997,6 +1006,9 @@ class FrontEntry:
                 else self.ceiling.speedup,
                 "ceiling": None if self.ceiling is None else self.ceiling.to_dict(),
                 "gap_closed": self.gap_closed,
+                "ceiling_speedup_at_matched_corr_time": _speedup(self.ceiling_corr),
+                "free_ceiling_speedup_at_matched_error": _speedup(self.free_ceiling),
+                "free_ceiling_speedup_at_matched_corr_time": _speedup(self.free_ceiling_corr),
                 "long_run_spectrum": None
                 if self.long_run_spectrum is None
                 else np.asarray(self.long_run_spectrum).tolist(),
@@ -1075,8 +1087,10 @@ class Front:
         ``matched_error`` (the best stepper's nRMSE at the lead),
         ``matched_solver_cost``, ``breakeven_time_units``, ``stepper`` (its name; None
         without a learned stepper), ``floor_error`` and ``floor_stepper`` (None without a
-        floor), the best stepper's ``ceiling_speedup_at_matched_error`` (``ceiling_bound``)
-        and ``gap_closed``, then the setting and ``steppers`` (one dict per entry,
+        floor), the best stepper's ``ceiling_speedup_at_matched_error`` (``ceiling_bound``),
+        ``gap_closed``, ``ceiling_speedup_at_matched_corr_time`` and the free-network
+        ceilings ``free_ceiling_speedup_at_matched_error`` / ``..._corr_time`` (see
+        :class:`FrontEntry`), then the setting and ``steppers`` (one dict per entry,
         see :meth:`FrontEntry.to_dict`). Costs are seconds per trajectory per time unit.
         """
         best = self.best()
@@ -1103,6 +1117,15 @@ class Front:
             else best.ceiling.speedup,
             "ceiling_bound": None if best is None or best.ceiling is None else best.ceiling.bound,
             "gap_closed": None if best is None else best.gap_closed,
+            "ceiling_speedup_at_matched_corr_time": None
+            if best is None
+            else _speedup(best.ceiling_corr),
+            "free_ceiling_speedup_at_matched_error": None
+            if best is None
+            else _speedup(best.free_ceiling),
+            "free_ceiling_speedup_at_matched_corr_time": None
+            if best is None
+            else _speedup(best.free_ceiling_corr),
             "error_metric": "nRMSE = ||a - b|| / ||b|| per sample, mean over samples",
             "cost_units": "wall seconds per trajectory per simulated time unit",
             "breakeven_units": "simulated time units, summed over trajectories",
@@ -1157,6 +1180,10 @@ class Front:
                 f"{_fmt(e.enstrophy_rel_error)} | {sp} |"
             )
         return "\n".join(rows)
+
+
+def _speedup(m: MatchedSpeedup | None) -> float | None:
+    return None if m is None else m.speedup
 
 
 def _fmt(x: float | None) -> str:
@@ -1505,13 +1532,35 @@ def run_front(
         if e.kind not in ("learned", "hybrid"):
             continue
         sp = speedup_at_matched_error(r_cost, r_err, e.cost, e.error_at(lead), names=names)
-        ceiling = gap = None
+        ceiling = gap = ceiling_t = free = free_t = None
         if floors:
-            floor_err = floors[0].error_at(lead)
+            fl = floors[0]
+            floor_err = fl.error_at(lead)
             ceiling = speedup_at_matched_error(r_cost, r_err, e.cost, floor_err, names=names)
             gap = gap_closed(
                 [r.error_at(lead) for r in rungs if r.grid == e.grid], e.error_at(lead), floor_err
             )
+            ceiling_t = speedup_at_matched_time(
+                r_cost,
+                r_time,
+                r_cens,
+                e.cost,
+                fl.time_to_corr,
+                fl.time_to_corr_censored,
+                names=names,
+            )
+            own = [r.cost for r in rungs if r.grid == e.grid]
+            if own:  # a free network on top of this grid's solver
+                free = speedup_at_matched_error(r_cost, r_err, own[0], floor_err, names=names)
+                free_t = speedup_at_matched_time(
+                    r_cost,
+                    r_time,
+                    r_cens,
+                    own[0],
+                    fl.time_to_corr,
+                    fl.time_to_corr_censored,
+                    names=names,
+                )
         sp_t = speedup_at_matched_time(
             r_cost, r_time, r_cens, e.cost, e.time_to_corr, e.time_to_corr_censored, names=names
         )
@@ -1527,6 +1576,9 @@ def run_front(
             breakeven_time_units=be,
             ceiling=ceiling,
             gap_closed=gap,
+            ceiling_corr=ceiling_t,
+            free_ceiling=free,
+            free_ceiling_corr=free_t,
         )
 
     return Front(

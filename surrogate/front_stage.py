@@ -353,6 +353,20 @@ def floor_sentence(front: Mapping[str, Any]) -> str | None:
             f"; a stepper at the floor with its cost would be {rel}{ceiling:.3g}x faster than "
             "the solver ladder"
         )
+        ceiling_t = front.get("ceiling_speedup_at_matched_corr_time")
+        if ceiling_t is not None:
+            text += f" ({ceiling_t:.3g}x on the time to 0.95 correlation)"
+    free, free_t = (
+        front.get(f"free_ceiling_speedup_at_matched_{m}") for m in ("error", "corr_time")
+    )
+    if front.get("stepper") is not None and free is not None:
+        own = [s["grid"] for s in front.get("steppers", []) if s.get("name") == front["stepper"]]
+        text += (
+            f"; even a perfect network that cost nothing, on top of the "
+            f"{_grid_name(own[0]) if own else grid} solver, would "
+            f"give {free:.3g}x"
+            + ("" if free_t is None else f" ({free_t:.3g}x on the time to 0.95 correlation)")
+        )
     return text
 
 

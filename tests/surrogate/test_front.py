@@ -336,6 +336,26 @@ def test_tiny_front_end_to_end_and_front_json_round_trip(tiny_fine, tmp_path):
             floor.error_at(2),
             names=[r.name for r in rungs],
         )
+    times = dict(
+        ladder_cost=[r.cost for r in rungs],
+        ladder_time=[r.time_to_corr for r in rungs],
+        ladder_censored=[r.time_to_corr_censored for r in rungs],
+        time_=floor.time_to_corr,
+        censored=floor.time_to_corr_censored,
+        names=[r.name for r in rungs],
+    )
+    assert p.ceiling_corr == fr.speedup_at_matched_time(cost=p.cost, **times)
+    # The free-network ceilings: the floor's error and time at the cost of the rung on the
+    # stepper's grid (persistence runs on 24x24).
+    own = by_name["solver 24x24"].cost
+    assert p.free_ceiling == fr.speedup_at_matched_error(
+        [r.cost for r in rungs],
+        [r.error_at(2) for r in rungs],
+        own,
+        floor.error_at(2),
+        names=[r.name for r in rungs],
+    )
+    assert p.free_ceiling_corr == fr.speedup_at_matched_time(cost=own, **times)
     assert scaled.gap_closed is None  # the rung on its grid (32x32, the fine one) is exact
     assert p.gap_closed == fr.gap_closed(
         [by_name["solver 24x24"].error_at(2)], p.error_at(2), floor.error_at(2)
@@ -353,6 +373,8 @@ def test_tiny_front_end_to_end_and_front_json_round_trip(tiny_fine, tmp_path):
     assert d["floor_error"] == pytest.approx(floor.error_at(2), rel=1e-12)
     assert d["floor_stepper"] == floor_name and d["gap_closed"] == p.gap_closed
     assert d["ceiling_speedup_at_matched_error"] == p.ceiling.speedup
+    assert d["ceiling_speedup_at_matched_corr_time"] == p.ceiling_corr.speedup
+    assert d["free_ceiling_speedup_at_matched_error"] == p.free_ceiling.speedup
     assert not list(tmp_path.glob(".*.tmp"))
     table = front.table_markdown()
     assert table.count("\n") == len(front.entries) + 1 and "persistence" in table
@@ -388,6 +410,23 @@ def test_floor_sentence_states_floor_gap_and_ceiling():
         "Error floor at lead 1: 0.073 (floor: fine, what exact dynamics reach from the 32x32 "
         "state alone); corr closes 23% of the gap between the 32x32 solver and the floor; a "
         "stepper at the floor with its cost would be 9.6x faster than the solver ladder"
+    )
+    text = floor_sentence(
+        {
+            **base,
+            "floor_error": 0.073,
+            "stepper": "corr",
+            "steppers": [{"name": "corr", "grid": [48, 48]}],
+            "ceiling_speedup_at_matched_error": 9.6,
+            "ceiling_speedup_at_matched_corr_time": 12.5,
+            "free_ceiling_speedup_at_matched_error": 11.0,
+            "free_ceiling_speedup_at_matched_corr_time": 18.0,
+        }
+    )
+    assert text.endswith(
+        "9.6x faster than the solver ladder (12.5x on the time to 0.95 correlation); even a "
+        "perfect network that cost nothing, on top of the 48x48 solver, would give 11x (18x "
+        "on the time to 0.95 correlation)"
     )
 
 
