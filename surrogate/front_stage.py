@@ -151,6 +151,7 @@ def stage_front(
     hybrid_solver_grid: int | None = None,
     hybrid_every: int = 4,
     floor: bool = True,
+    spectral_filter: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the front of ``stepper`` against the dataset's fine solver; write its files.
@@ -178,6 +179,11 @@ def stage_front(
         floor: also run the fine solver from the states projected onto the stepper's grid
             (the error floor of any stepper on that grid; one more fine run of
             ``num_leads`` intervals), see :func:`surrogate.front.run_front`.
+        spectral_filter: also fit and run the linear closure of
+            :mod:`surrogate.spectral_filter` (the stepper grid's solver times a
+            least-squares gain per Fourier mode, fitted on the training split in seconds;
+            up-front cost: data generation plus the fit) as the learned stepper
+            ``"spectral-filter"``: what a network adds is measured against it.
         progress: progress bar.
 
     Returns:
@@ -218,15 +224,34 @@ def stage_front(
                 long_rollout_steps=long_total if long_rollout_steps else 0,
             )
         ]
+    learned = {name: stepper}
+    upfront_s = {name: upfront}
+    filter_info = None
+    if spectral_filter:
+        from surrogate.spectral_filter import fit_spectral_filter
+
+        train = datasets.load_trajectories(data_dir, "train")
+        learned[FILTER_NAME], filter_info = fit_spectral_filter(
+            stepper_solver(fine, stepper), train
+        )
+        upfront_s[FILTER_NAME] = gen_s + filter_info["fit_s"]
+        log.info(
+            "front: spectral filter fitted on %d training pairs in %.1f s (one-interval nRMSE "
+            "on them %.3g, the solver's %.3g)",
+            filter_info["pairs"],
+            filter_info["fit_s"],
+            filter_info["train_nrmse_filter"],
+            filter_info["train_nrmse_solver"],
+        )
     front = run_front(
         fine,
         list(ladder),
-        {name: stepper},
+        learned,
         x0,
         int(num_leads),
         int(lead),
         clim["spectrum"],
-        upfront_cost_s={name: upfront} if upfront > 0 else None,
+        upfront_cost_s={k: v for k, v in upfront_s.items() if v > 0} or None,
         long_rollout_steps=int(long_rollout_steps),
         progress=progress,
         reference_enstrophy=clim["enstrophy"],
@@ -241,6 +266,9 @@ def stage_front(
         "up-front cost: data generation (the manifest's history) + training (the run's "
         f"stage_times.json) = {gen_s:.1f} + {times.get('train', 0.0):.1f} s"
     )
+    if filter_info is not None:
+        data["spectral_filter"] = {"name": FILTER_NAME, **filter_info}
+        data["network_vs_filter"] = network_vs_filter(data, name)
     data["wall_s"] = time.perf_counter() - t0
     atomic_write_text(
         run_dir / "front.md", front.table_markdown(), parents=True, sync_directory=False
@@ -251,9 +279,9 @@ def stage_front(
     text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     atomic_write_text(out, text, parents=True, sync_directory=False)
     log.info("front: %s (%.1f s)", headline(data), data["wall_s"])
-    floor_text = floor_sentence(data)
-    if floor_text:
-        log.info("front: %s", floor_text)
+    for extra in (floor_sentence(data), filter_sentence(data)):
+        if extra:
+            log.info("front: %s", extra)
     return data
 
 
@@ -324,6 +352,52 @@ def headline(front: Mapping[str, Any]) -> str:
     )
 
 
+FILTER_NAME = "spectral-filter"
+
+
+def network_vs_filter(front: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """The trained stepper against the fitted linear closure, from ``front.json``'s entries.
+
+    Returns:
+        ``{"stepper", "error", "filter_error", "cost", "filter_cost",
+        "speedup_at_matched_error", "filter_speedup_at_matched_error"}`` at the front's
+        lead, or None when either entry is missing.
+    """
+    entries = {s["name"]: s for s in front.get("steppers", [])}
+    net, filt = entries.get(name), entries.get(FILTER_NAME)
+    if net is None or filt is None:
+        return None
+    return {
+        "stepper": name,
+        "error": net.get("error_at_lead"),
+        "filter_error": filt.get("error_at_lead"),
+        "cost": net.get("cost_s_per_trajectory_per_time_unit"),
+        "filter_cost": filt.get("cost_s_per_trajectory_per_time_unit"),
+        "speedup_at_matched_error": net.get("speedup_at_matched_error"),
+        "filter_speedup_at_matched_error": filt.get("speedup_at_matched_error"),
+    }
+
+
+def filter_sentence(front: Mapping[str, Any]) -> str | None:
+    """Whether the network beats the fitted linear closure (None when it was not run)."""
+    c = front.get("network_vs_filter")
+    if not c or None in (c["error"], c["filter_error"], c["cost"], c["filter_cost"]):
+        return None
+    better = c["error"] < c["filter_error"]
+    cheaper = c["cost"] < c["filter_cost"]
+    verdict = (
+        "the network adds accuracy the linear closure lacks"
+        if better
+        else "the network does not beat a linear filter fitted by least squares"
+    )
+    return (
+        f"Against the linear closure ({FILTER_NAME}: the same coarse solver times a fitted "
+        f"gain per Fourier mode): {c['stepper']} nRMSE {c['error']:.3g} vs {c['filter_error']:.3g}"
+        f" at {1e3 * c['cost']:.3g} vs {1e3 * c['filter_cost']:.3g} ms per time unit "
+        f"({'cheaper' if cheaper else 'costlier'}): {verdict}"
+    )
+
+
 def floor_sentence(front: Mapping[str, Any]) -> str | None:
     """How far the best stepper is from the error floor, and what reaching it would give.
 
@@ -375,7 +449,9 @@ __all__ = [
     "dataset_climatology",
     "fine_initial_states",
     "fine_solver_of",
+    "filter_sentence",
     "floor_sentence",
+    "network_vs_filter",
     "headline",
     "read_stage_times",
     "stage_front",

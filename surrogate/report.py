@@ -368,12 +368,12 @@ def _verdict_section(
 
 def _front_section(front: Mapping[str, Any], figures: Path) -> list[Block]:
     """The verdict first: speed-up at matched error, lead, error level, break-even."""
-    from surrogate.front_stage import floor_sentence, headline
+    from surrogate.front_stage import filter_sentence, floor_sentence, headline
 
     blocks = [_h(_VERDICT_HEADING), _p(headline(front) + ".")]
-    floor_text = floor_sentence(front)
-    if floor_text:
-        blocks.append(_p(floor_text + "."))
+    for extra in (filter_sentence(front), floor_sentence(front)):
+        if extra:
+            blocks.append(_p(extra + "."))
     bound = front.get("bound")
     if bound == "upper":
         blocks.append(

@@ -60,12 +60,20 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
     front = json.loads((run / "front.json").read_text())
     for key in REQUIRED:
         assert key in front, key
-    assert front["stepper"] == "correction-fno"
+    # The headline is the learned stepper with the larger speed-up: the trained correction
+    # or the fitted linear closure it is measured against.
+    assert front["stepper"] in ("correction-fno", "spectral-filter")
+    names = [s["name"] for s in front["steppers"]]
     kinds = [s["kind"] for s in front["steppers"]]
-    assert kinds == ["reference", "solver", "solver", "learned", "floor", "hybrid"]
+    assert kinds == ["reference", "solver", "solver", "learned", "learned", "floor", "hybrid"]
+    assert names[3:5] == ["correction-fno", "spectral-filter"]
+    versus = front["network_vs_filter"]
+    assert versus["stepper"] == "correction-fno"
+    assert versus["filter_error"] == front["steppers"][4]["error_at_lead"]
+    assert front["spectral_filter"]["pairs"] > 0 and front["spectral_filter"]["fit_s"] > 0
     # The floor: the fine solver from the 16^2 states, scored on 16^2; every learned stepper
     # is placed against it.
-    floor = front["steppers"][4]
+    floor = front["steppers"][5]
     # why: frame 0 is the 16^2 state refined to 32^2 and projected back; four float32 FFTs
     # of round-off (~1e-7 relative each) separate it from the reference's projection.
     assert floor["error"][0] < 1e-5 and front["floor_error"] == floor["error_at_lead"]
@@ -80,7 +88,7 @@ def test_tiny_front_pipeline_writes_front_json_and_a_verdict(tmp_path):
     report = (run / "report.md").read_text()
     first = report.split("\n## ", 2)[1]
     assert first.startswith("Verdict") and "faster than the solver ladder" in first
-    assert "Error floor at lead" in first
+    assert "Error floor at lead" in first and "Against the linear closure" in first
     times = json.loads((run / "stage_times.json").read_text())
     assert times["generate"] > 0 and times["train"] > 0
     assert "data generation" in front["upfront_cost_note"]
