@@ -66,6 +66,11 @@ class SpectralFilter:
 
     # ---- stepper metadata (the solver's) ----------------------------------------------
     @property
+    def name(self) -> str:
+        """The base solver's name with ``+spectral_filter``."""
+        return f"{self.solver.name}+spectral_filter"
+
+    @property
     def dt(self) -> float:
         """Output interval (time units)."""
         return self.solver.dt
