@@ -98,6 +98,52 @@ class Rebuildable(Protocol):
         ...
 
 
+class WrapsSolver:
+    """Stepper metadata taken from ``self.solver``, for steppers built around one solver.
+
+    A learned correction or a fitted filter advances the state with its ``solver`` and then
+    changes it, keeping the solver's ``dt``, grid and variables: subclassing this gives
+    them :data:`STEPPER_ATTRIBUTES` without restating each property.
+    """
+
+    solver: Any
+
+    @property
+    def dt(self) -> float:
+        """Output interval (``time_units``)."""
+        return self.solver.dt
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Channel names in state order."""
+        return self.solver.variables
+
+    @property
+    def units(self) -> Mapping[str, str]:
+        """CF units per variable."""
+        return self.solver.units
+
+    @property
+    def long_names(self) -> Mapping[str, str]:
+        """CF long names per variable."""
+        return self.solver.long_names
+
+    @property
+    def time_units(self) -> str:
+        """Units of ``dt``."""
+        return self.solver.time_units
+
+    @property
+    def grid(self):
+        """The solver's grid (:class:`solvers.Grid`)."""
+        return self.solver.grid
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """``(C, *spatial)``."""
+        return tuple(self.solver.state_shape)
+
+
 def check_stepper(owner: str, obj: Any, name: str = "stepper") -> None:
     """Raise ``TypeError`` naming every attribute of the contract that ``obj`` lacks.
 
@@ -201,6 +247,7 @@ def check_compatible(
 
 
 __all__ = [
+    "WrapsSolver",
     "RTOL",
     "STEPPER_ATTRIBUTES",
     "HasCourantNumber",

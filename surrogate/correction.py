@@ -24,7 +24,6 @@ only (a bundle never names code to import).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.pytree import register_fields
-from solvers.stepper import Stepper
+from solvers.stepper import Stepper, WrapsSolver
 from surrogate.forecaster import Forecaster, ForecasterSpec, Normalization
 
 Array = jax.Array
@@ -40,7 +39,7 @@ Array = jax.Array
 _PROVENANCE_KEY = "correction_of"
 
 
-class LearnedCorrection:
+class LearnedCorrection(WrapsSolver):
     """A coarse solver interval plus a learned correction, as one stepper over ``dt``.
 
     Args:
@@ -72,36 +71,6 @@ class LearnedCorrection:
     def dt(self) -> float:
         """Output interval (time units)."""
         return self.forecaster.dt
-
-    @property
-    def variables(self) -> tuple[str, ...]:
-        """Channel names in state order."""
-        return self.solver.variables
-
-    @property
-    def units(self) -> Mapping[str, str]:
-        """CF units per variable."""
-        return self.solver.units
-
-    @property
-    def long_names(self) -> Mapping[str, str]:
-        """CF long names per variable."""
-        return self.solver.long_names
-
-    @property
-    def time_units(self) -> str:
-        """Units of ``dt``."""
-        return self.solver.time_units
-
-    @property
-    def grid(self):
-        """The coarse grid (:class:`solvers.Grid`)."""
-        return self.solver.grid
-
-    @property
-    def state_shape(self) -> tuple[int, ...]:
-        """``(C, *spatial)``."""
-        return tuple(self.solver.state_shape)
 
     @property
     def history(self) -> int:

@@ -22,7 +22,6 @@ linear filter. The front therefore runs it beside every learned stepper
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -31,12 +30,12 @@ import numpy as np
 
 from solvers.base import complex_dtype
 from solvers.pytree import register_fields
-from solvers.stepper import Stepper, check_stepper
+from solvers.stepper import Stepper, WrapsSolver, check_stepper
 
 Array = jax.Array
 
 
-class SpectralFilter:
+class SpectralFilter(WrapsSolver):
     """A stepper: the base solver's interval, then a gain per Fourier mode (module doc).
 
     Args:
@@ -64,46 +63,11 @@ class SpectralFilter:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("SpectralFilter is immutable")
 
-    # ---- stepper metadata (the solver's) ----------------------------------------------
+    # ---- stepper metadata (the solver's, from WrapsSolver) ------------------------------
     @property
     def name(self) -> str:
         """The base solver's name with ``+spectral_filter``."""
         return f"{self.solver.name}+spectral_filter"
-
-    @property
-    def dt(self) -> float:
-        """Output interval (time units)."""
-        return self.solver.dt
-
-    @property
-    def variables(self) -> tuple[str, ...]:
-        """Channel names in state order."""
-        return self.solver.variables
-
-    @property
-    def units(self) -> Mapping[str, str]:
-        """CF units per variable."""
-        return self.solver.units
-
-    @property
-    def long_names(self) -> Mapping[str, str]:
-        """CF long names per variable."""
-        return self.solver.long_names
-
-    @property
-    def time_units(self) -> str:
-        """Units of ``dt``."""
-        return self.solver.time_units
-
-    @property
-    def grid(self):
-        """The solver's grid."""
-        return self.solver.grid
-
-    @property
-    def state_shape(self) -> tuple[int, ...]:
-        """``(C, *spatial)``."""
-        return tuple(self.solver.state_shape)
 
     def diagnostics(self, state: Array) -> dict[str, Array]:
         """The base solver's diagnostics of a state."""
