@@ -63,7 +63,7 @@ import numpy as np
 from solvers import NavierStokes2D
 from solvers.resolution import at_resolution
 from surrogate import front as fr
-from surrogate.front_stage import FILTER_NAME
+from surrogate.front_stage import FILTER_NAME, fit_dataset_filter
 
 SPINUP_CHUNK = 10
 
@@ -131,22 +131,6 @@ def spun_up_states(
     return long.last_states, long.frames, long.num_steps
 
 
-def fit_filter(fine, dataset: Path):
-    """The linear closure fitted on ``dataset``'s training split, and its up-front seconds.
-
-    The closure's solver is ``fine``'s class on the dataset's grid at its largest stable
-    step; the up-front cost is the dataset's generation time plus the fit.
-    """
-    import datasets
-    from surrogate.front_stage import generation_seconds
-    from surrogate.spectral_filter import fit_spectral_filter
-
-    info = datasets.dataset_info(dataset)
-    coarse = at_resolution(fine, tuple(info["grid"]["num_points"]))
-    filt, fit = fit_spectral_filter(coarse, datasets.load_trajectories(dataset, "train"))
-    return filt, generation_seconds(datasets.read_manifest(dataset)) + fit["fit_s"]
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fine", type=int, default=128, help="fine reference grid (default 128)")
@@ -201,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     upfront = _pairs(args.upfront, "--upfront", float)
     fine = kolmogorov_solver(args.fine, args.dt, args.precision)
     if args.spectral_filter is not None:
-        learned[FILTER_NAME], upfront[FILTER_NAME] = fit_filter(fine, args.spectral_filter)
+        filt, _, upfront[FILTER_NAME] = fit_dataset_filter(fine, args.spectral_filter)
+        learned[FILTER_NAME] = filt
     ladder_grids = _grids(args.ladder)
     grid_c = fr.default_comparison_grid(
         [(g, g) for g in ladder_grids] + [tuple(s.grid.num_points) for s in learned.values()]

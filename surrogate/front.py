@@ -1528,42 +1528,25 @@ def run_front(
     r_time = [e.time_to_corr for e in rungs]
     r_cens = [e.time_to_corr_censored for e in rungs]
     floors = [e for e in entries if e.kind == "floor"]
+    # Against the ladder: at an error (lead ``lead``), or at a time to 0.95 correlation.
+    match_error = partial(speedup_at_matched_error, r_cost, r_err, names=names)
+    match_time = partial(speedup_at_matched_time, r_cost, r_time, r_cens, names=names)
     for i, e in enumerate(entries):
         if e.kind not in ("learned", "hybrid"):
             continue
-        sp = speedup_at_matched_error(r_cost, r_err, e.cost, e.error_at(lead), names=names)
+        sp = match_error(e.cost, e.error_at(lead))
+        sp_t = match_time(e.cost, e.time_to_corr, e.time_to_corr_censored)
         ceiling = gap = ceiling_t = free = free_t = None
         if floors:
             fl = floors[0]
-            floor_err = fl.error_at(lead)
-            ceiling = speedup_at_matched_error(r_cost, r_err, e.cost, floor_err, names=names)
-            gap = gap_closed(
-                [r.error_at(lead) for r in rungs if r.grid == e.grid], e.error_at(lead), floor_err
-            )
-            ceiling_t = speedup_at_matched_time(
-                r_cost,
-                r_time,
-                r_cens,
-                e.cost,
-                fl.time_to_corr,
-                fl.time_to_corr_censored,
-                names=names,
-            )
-            own = [r.cost for r in rungs if r.grid == e.grid]
-            if own:  # a free network on top of this grid's solver
-                free = speedup_at_matched_error(r_cost, r_err, own[0], floor_err, names=names)
-                free_t = speedup_at_matched_time(
-                    r_cost,
-                    r_time,
-                    r_cens,
-                    own[0],
-                    fl.time_to_corr,
-                    fl.time_to_corr_censored,
-                    names=names,
-                )
-        sp_t = speedup_at_matched_time(
-            r_cost, r_time, r_cens, e.cost, e.time_to_corr, e.time_to_corr_censored, names=names
-        )
+            floor_err, floor_t = fl.error_at(lead), (fl.time_to_corr, fl.time_to_corr_censored)
+            same_grid = [r for r in rungs if r.grid == e.grid]
+            ceiling = match_error(e.cost, floor_err)
+            ceiling_t = match_time(e.cost, *floor_t)
+            gap = gap_closed([r.error_at(lead) for r in same_grid], e.error_at(lead), floor_err)
+            if same_grid:  # a free network on top of this grid's solver
+                free = match_error(same_grid[0].cost, floor_err)
+                free_t = match_time(same_grid[0].cost, *floor_t)
         upfront = upfront_cost_s.get(e.name)
         be = None
         if upfront is not None and sp.matched_solver_cost is not None:

@@ -180,7 +180,7 @@ def stage_front(
             (the error floor of any stepper on that grid; one more fine run of
             ``num_leads`` intervals), see :func:`surrogate.front.run_front`.
         spectral_filter: also fit and run the linear closure of
-            :mod:`surrogate.spectral_filter` (the stepper grid's solver times a
+            :mod:`surrogate.spectral_filter` (the dataset grid's solver times a
             least-squares gain per Fourier mode, fitted on the training split in seconds;
             up-front cost: data generation plus the fit) as the learned stepper
             ``"spectral-filter"``: what a network adds is measured against it.
@@ -228,13 +228,9 @@ def stage_front(
     upfront_s = {name: upfront}
     filter_info = None
     if spectral_filter:
-        from surrogate.spectral_filter import fit_spectral_filter
-
-        train = datasets.load_trajectories(data_dir, "train")
-        learned[FILTER_NAME], filter_info = fit_spectral_filter(
-            stepper_solver(fine, stepper), train
+        learned[FILTER_NAME], filter_info, upfront_s[FILTER_NAME] = fit_dataset_filter(
+            fine, data_dir
         )
-        upfront_s[FILTER_NAME] = gen_s + filter_info["fit_s"]
         log.info(
             "front: spectral filter fitted on %d training pairs in %.1f s (one-interval nRMSE "
             "on them %.3g, the solver's %.3g)",
@@ -355,6 +351,29 @@ def headline(front: Mapping[str, Any]) -> str:
 FILTER_NAME = "spectral-filter"
 
 
+def fit_dataset_filter(fine: Stepper, data_dir: Path) -> tuple[Any, dict[str, Any], float]:
+    """The linear closure fitted on a dataset's training split, on the dataset's grid.
+
+    Args:
+        fine: the dataset's fine solver (its class is rebuilt on the dataset's grid at
+            its largest stable step, :func:`stepper_solver`).
+        data_dir: the (coarse-grained) dataset.
+
+    Returns:
+        ``(filter, info, upfront_s)``: the :class:`surrogate.spectral_filter.SpectralFilter`,
+        the fit's figures (:func:`surrogate.spectral_filter.fit_spectral_filter`), and its
+        up-front seconds: the dataset's generation time plus the fit.
+    """
+    import datasets
+    from solvers.grid import Grid
+    from surrogate.spectral_filter import fit_spectral_filter
+
+    info = datasets.dataset_info(data_dir)
+    coarse = stepper_solver(fine, Grid.from_dict(info["grid"]))
+    filt, fit = fit_spectral_filter(coarse, datasets.load_trajectories(data_dir, "train"))
+    return filt, fit, generation_seconds(datasets.read_manifest(data_dir)) + fit["fit_s"]
+
+
 def network_vs_filter(front: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     """The trained stepper against the fitted linear closure, from ``front.json``'s entries.
 
@@ -450,6 +469,7 @@ __all__ = [
     "fine_initial_states",
     "fine_solver_of",
     "filter_sentence",
+    "fit_dataset_filter",
     "floor_sentence",
     "network_vs_filter",
     "headline",
